@@ -1,0 +1,7 @@
+"""skace: linear Atomic Cluster Expansion potentials with a scikit-learn interface."""
+
+from .descriptor import ACETransformer
+
+__version__ = "0.1.0"
+
+__all__ = ["ACETransformer", "__version__"]

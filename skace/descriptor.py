@@ -1,0 +1,389 @@
+"""``ACETransformer``: ACE features of lists of ``ase.Atoms`` as a scikit-learn transformer."""
+
+from contextlib import contextmanager
+from numbers import Integral, Real
+
+import numba
+import numpy as np
+from ase.data import atomic_numbers
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .kernels import ace as _k
+from .maths.basis import ACEBasis
+from .maths.radial import FAMILIES, family_code, pair_parameters
+from .structures import as_structure_list, build_batch
+
+
+@contextmanager
+def numba_threads(n_jobs):
+    """Run numba kernels on ``n_jobs`` threads (None: numba's default; -1: all)."""
+    if n_jobs is None:
+        yield
+        return
+    old = numba.get_num_threads()
+    n = numba.config.NUMBA_NUM_THREADS if n_jobs < 0 else min(int(n_jobs), numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(max(n, 1))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def n_chunks(n_atoms):
+    """Work items for a parallel loop over atoms: a few per thread, for balance."""
+    return max(1, min(n_atoms, 4 * numba.get_num_threads()))
+
+
+def _chunks(structures, atoms_per_chunk):
+    """Consecutive slices of ``structures`` holding at most ``atoms_per_chunk`` atoms (at least one structure)."""
+    start, count = 0, 0
+    for k, atoms in enumerate(structures):
+        if count and count + len(atoms) > atoms_per_chunk:
+            yield slice(start, k)
+            start, count = k, 0
+        count += len(atoms)
+    yield slice(start, len(structures))
+
+
+class ACETransformer(TransformerMixin, BaseEstimator):
+    """Atomic Cluster Expansion features of atomic structures.
+
+    Each atom's neighbourhood is projected on radial functions times real
+    spherical harmonics (the atomic base ``A``); products of up to
+    ``correlation_order`` of them are coupled to rotation- and
+    reflection-invariant features ``B`` of body order ``nu + 1``. See
+    :mod:`skace.maths.basis` for the exact degree convention.
+
+    Parameters
+    ----------
+    elements : list of str, optional
+        Chemical symbols the basis covers. ``None`` learns them in ``fit``.
+    cutoff : float, default=5.0
+        Cutoff radius in Å.
+    correlation_order : int, default=3
+        Largest number ``nu`` of neighbours in one product (body order ``nu + 1``).
+    max_degree : float, list or dict, default=10
+        Bound on ``sum_t (n_t + l_weight * l_t)`` over the factors of a
+        product, with radial index ``n = 1, 2, ...``; one number for all
+        orders, or one per order (list indexed from ``nu = 1``, or ``{nu: D}``).
+    radial_basis : {"agnesi", "bessel", "gaussian", "chebexp"}, default="agnesi"
+        Radial family (:mod:`skace.maths.radial`).
+    l_weight : float, default=1.5
+        Weight of ``l`` in the degree of a factor.
+    max_l : int, optional
+        Largest angular degree of a factor.
+    inner_cutoff : float, default=0.0
+        ``r_in`` of the radial transform (Å).
+    r0 : "covalent" or float, default="covalent"
+        Length scale of the radial transform: per element pair (sum of
+        covalent radii) or one value.
+    radial_shape : float, optional
+        Shape parameter of the radial family (default per family).
+    per_atom : bool, default=False
+        ``transform`` returns one row per atom instead of per structure.
+    n_jobs : int, optional
+        Threads for the numba kernels (-1: all).
+    max_memory : float, default=1024
+        Memory in MiB a chunk of ``transform_gradient`` may use.
+
+    Attributes
+    ----------
+    elements_ : list of str
+    basis_ : ACEBasis
+        The specification: one entry per feature in ``basis_.features``.
+    n_features_out_ : int
+    feature_names_out_ : ndarray of str
+
+    Examples
+    --------
+    >>> from ase.build import molecule
+    >>> from skace import ACETransformer
+    >>> X = [molecule("CH3CH2OH"), molecule("H2O")]
+    >>> ace = ACETransformer(cutoff=4.0, correlation_order=2, max_degree=6).fit(X)
+    >>> ace.transform(X).shape == (2, ace.n_features_out_)
+    True
+    """
+
+    _parameter_constraints = {
+        "elements": [list, tuple, None],
+        "cutoff": [Interval(Real, 0, None, closed="neither")],
+        "correlation_order": [Interval(Integral, 1, None, closed="left")],
+        "max_degree": [Interval(Real, 0, None, closed="neither"), list, tuple, dict],
+        "radial_basis": [StrOptions(set(FAMILIES))],
+        "l_weight": [Interval(Real, 0, None, closed="neither")],
+        "max_l": [Interval(Integral, 0, None, closed="left"), None],
+        "inner_cutoff": [Interval(Real, 0, None, closed="left")],
+        "r0": [StrOptions({"covalent"}), Interval(Real, 0, None, closed="neither")],
+        "radial_shape": [Real, None],
+        "per_atom": ["boolean"],
+        "n_jobs": [Integral, None],
+        "max_memory": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        elements=None,
+        cutoff=5.0,
+        correlation_order=3,
+        max_degree=10,
+        radial_basis="agnesi",
+        l_weight=1.5,
+        max_l=None,
+        inner_cutoff=0.0,
+        r0="covalent",
+        radial_shape=None,
+        per_atom=False,
+        n_jobs=None,
+        max_memory=1024,
+    ):
+        self.elements = elements
+        self.cutoff = cutoff
+        self.correlation_order = correlation_order
+        self.max_degree = max_degree
+        self.radial_basis = radial_basis
+        self.l_weight = l_weight
+        self.max_l = max_l
+        self.inner_cutoff = inner_cutoff
+        self.r0 = r0
+        self.radial_shape = radial_shape
+        self.per_atom = per_atom
+        self.n_jobs = n_jobs
+        self.max_memory = max_memory
+
+    # ------------------------------------------------------------ fitting
+    def fit(self, X, y=None):
+        """Build the basis; learn the elements from ``X`` if ``elements`` is None.
+
+        Parameters
+        ----------
+        X : list of ase.Atoms
+        y : ignored
+
+        Returns
+        -------
+        self : ACETransformer
+        """
+        self._validate_params()
+        structures = as_structure_list(X)
+        if self.elements is None:
+            found = set()
+            for atoms in structures:
+                found.update(atoms.get_chemical_symbols())
+            elements = sorted(found, key=lambda s: (atomic_numbers[s], s))
+        else:
+            elements = list(self.elements)
+            if len(set(elements)) != len(elements):
+                raise ValueError(f"elements contains duplicates: {elements}")
+        return self._build(elements)
+
+    def _build(self, elements, basis=None):
+        family_code(self.radial_basis)
+        if self.inner_cutoff >= self.cutoff:
+            raise ValueError(f"inner_cutoff ({self.inner_cutoff}) must be below cutoff ({self.cutoff})")
+        self.elements_ = list(elements)
+        self.basis_ = basis if basis is not None else ACEBasis(
+            self.elements_, self.correlation_order, self.max_degree, self.l_weight, self.max_l
+        )
+        self.compiled_ = self.basis_.compile()
+        self.radial_parameters_ = pair_parameters(
+            self.elements_, self.radial_basis, self.cutoff, self.inner_cutoff, self.r0, self.radial_shape
+        )
+        self.n_features_out_ = self.basis_.n_features
+        self.feature_names_out_ = np.array([self._feature_name(f) for f in self.basis_.features], dtype=object)
+        return self
+
+    def _feature_name(self, f):
+        el = self.elements_
+        factors = "*".join(f"{el[e]}({n},{l})" for e, n, l in f["factors"])
+        return f"{el[f['center']]}|{len(f['factors']) + 1}-body|{factors}|{f['coupling']}"
+
+    def get_feature_names_out(self, input_features=None):
+        """Names ``center|body order-body|Z(n,l)*...|coupling index`` of the output features.
+
+        Returns
+        -------
+        ndarray of str, shape (n_features_out_,)
+        """
+        check_is_fitted(self, "basis_")
+        return self.feature_names_out_.copy()
+
+    def get_feature_table(self):
+        """Per-feature metadata as a ``pandas.DataFrame``.
+
+        Columns: ``name``, ``center`` (symbol), ``correlation_order`` (nu),
+        ``body_order``, ``degree``, ``l_sum``, ``l_max``, ``n_max``,
+        ``factors`` (tuple of ``(symbol, n, l)``), ``neighbours`` (sorted
+        neighbour symbols joined by "-"), ``coupling``.
+
+        Examples
+        --------
+        >>> from ase.build import molecule
+        >>> from skace import ACETransformer
+        >>> t = ACETransformer(cutoff=3.0, correlation_order=2, max_degree=4).fit([molecule("H2O")])
+        >>> table = t.get_feature_table()
+        >>> sorted(set(table.body_order))
+        [2, 3]
+        """
+        import pandas as pd
+
+        check_is_fitted(self, "basis_")
+        el = self.elements_
+        rows = []
+        for name, f in zip(self.feature_names_out_, self.basis_.features):
+            factors = tuple((el[e], n, l) for e, n, l in f["factors"])
+            rows.append(
+                dict(
+                    name=name,
+                    center=el[f["center"]],
+                    correlation_order=len(factors),
+                    body_order=len(factors) + 1,
+                    degree=f["degree"],
+                    l_sum=sum(l for _, _, l in factors),
+                    l_max=max(l for _, _, l in factors),
+                    n_max=max(n for _, n, _ in factors),
+                    factors=factors,
+                    neighbours="-".join(sorted(s for s, _, _ in factors)),
+                    coupling=f["coupling"],
+                )
+            )
+        return pd.DataFrame(rows)
+
+    # ----------------------------------------------------------- features
+    def _batch(self, structures):
+        return build_batch(structures, self.elements_, float(self.cutoff))
+
+    def _kernel_basis_args(self):
+        b = self.compiled_
+        return (
+            family_code(self.radial_basis), self.radial_parameters_, b.n_radial, b.l_max,
+            b.nl_n, b.nl_l, b.nl_offset, b.n_nlm, b.n_A, b.tree_parent, b.tree_last,
+        )
+
+    def _atom_features(self, batch):
+        """Compact per-atom features: row i holds the block of its own element."""
+        b = self.compiled_
+        width = int(np.diff(b.row_start).max()) if b.row_start[-1] else 0
+        out = np.zeros((len(batch.species), max(width, 1)))
+        _k.compute_features(
+            batch.first, batch.nbr, batch.D, batch.species, *self._kernel_basis_args(),
+            b.row_start, b.indptr, b.parent, b.last, b.vals, batch.max_pairs, n_chunks(len(batch.species)), out,
+        )
+        return out
+
+    def transform(self, X):
+        """ACE features.
+
+        Parameters
+        ----------
+        X : list of ase.Atoms
+
+        Returns
+        -------
+        ndarray
+            ``(n_structures, n_features_out_)``: the sum of each structure's
+            atomic features, one block of columns per central element; or,
+            with ``per_atom=True``, ``(total atoms, n_features_out_)`` in input order.
+        """
+        check_is_fitted(self, "basis_")
+        structures = as_structure_list(X)
+        n_atoms_total = sum(len(a) for a in structures)
+        rows = n_atoms_total if self.per_atom else len(structures)
+        out = np.zeros((rows, self.n_features_out_))
+        b = self.compiled_
+        width = np.diff(b.row_start)
+        atoms_per_chunk = max(1, int(self.max_memory * 2**20 / 8 / max(width.max(initial=1), 1)))
+        atom0 = 0
+        with numba_threads(self.n_jobs):
+            for sl in _chunks(structures, atoms_per_chunk):
+                batch = self._batch(structures[sl])
+                compact = self._atom_features(batch)
+                n = len(batch.species)
+                if self.per_atom:
+                    groups = np.arange(n + 1, dtype=np.int64)
+                    target = out[atom0:atom0 + n]
+                else:
+                    groups = batch.structure_start
+                    target = out[sl]
+                _k.sum_rows_by_group(compact, groups, b.row_start[batch.species], width[batch.species], target)
+                atom0 += n
+        return out
+
+    def iter_gradients(self, X, max_memory=None):
+        """Yield ``(structure slice, gradient block)`` over chunks of ``X``.
+
+        Each block has shape ``(atoms in the chunk, 3, n_features_out_)`` and
+        holds ``d transform(X)[s] / d r_j`` for the atoms ``j`` of those
+        structures; chunks are sized to ``max_memory`` MiB (default
+        ``self.max_memory``). Blocks are fresh arrays the caller may keep.
+        """
+        check_is_fitted(self, "basis_")
+        structures = as_structure_list(X)
+        budget = (self.max_memory if max_memory is None else max_memory) * 2**20
+        atoms_per_chunk = max(1, int(budget / (8 * 3 * max(self.n_features_out_, 1))))
+        with numba_threads(self.n_jobs):
+            for sl in _chunks(structures, atoms_per_chunk):
+                batch = self._batch(structures[sl])
+                out = np.empty((len(batch.species), 3, self.n_features_out_))
+                self._gradient_into(batch, out)
+                yield sl, out
+
+    def _gradient_into(self, batch, out):
+        b = self.compiled_
+        _k.compute_feature_gradients(
+            batch.structure_start, batch.first, batch.nbr, batch.D, batch.species,
+            *self._kernel_basis_args(), b.row_start, b.indptr, b.parent, b.last, b.vals, batch.max_pairs,
+            n_chunks(len(batch.structure_start) - 1), out,
+        )
+
+    def transform_gradient(self, X):
+        """Derivative of the per-structure features with respect to every atom position.
+
+        Parameters
+        ----------
+        X : list of ase.Atoms
+
+        Returns
+        -------
+        ndarray of shape (total atoms, 3, n_features_out_)
+            ``G[j, a, k] = d transform(X)[s(j), k] / d r_{j, a}`` (the gradient
+            of the structure sums, whatever ``per_atom``), atoms in input order.
+            Computed in chunks of ``max_memory`` MiB of working memory; for
+            inputs whose whole gradient does not fit in memory, iterate
+            :meth:`iter_gradients` instead.
+        """
+        check_is_fitted(self, "basis_")
+        structures = as_structure_list(X)
+        out = np.empty((sum(len(a) for a in structures), 3, self.n_features_out_))
+        budget = self.max_memory * 2**20
+        atoms_per_chunk = max(1, int(budget / (8 * 3 * max(self.n_features_out_, 1))))
+        with numba_threads(self.n_jobs):
+            for sl in _chunks(structures, atoms_per_chunk):
+                batch = self._batch(structures[sl])
+                a0 = sum(len(a) for a in structures[:sl.start])
+                self._gradient_into(batch, out[a0:a0 + len(batch.species)])
+        return out
+
+    def select_features(self, indices):
+        """A fitted copy that computes only the features ``indices`` (in that order).
+
+        The copy evaluates only the atomic-base functions and products those
+        features need, so it is faster, not just narrower.
+        """
+        from sklearn.base import clone
+
+        check_is_fitted(self, "basis_")
+        indices = np.asarray(indices, dtype=np.int64)
+        centers = np.array([self.basis_.features[k]["center"] for k in indices])
+        order = np.argsort(centers, kind="stable")
+        if np.any(order != np.arange(len(order))):
+            raise ValueError("selected features must be grouped by central element (sort them)")
+        new = clone(self)
+        new.elements = list(self.elements_)
+        return new._build(self.elements_, self.basis_.subset(indices))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        return tags

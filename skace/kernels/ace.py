@@ -1,0 +1,327 @@
+"""ACE evaluation kernels (numba): atomic base, products, features, gradients, adjoint.
+
+Every kernel works on a batch of atoms given by a CSR neighbour list
+(``first``, ``nbr``, ``D``) over global atom indices and a species index per
+atom. The basis arrays are those of :class:`skace.maths.basis.CompiledBasis`.
+
+Per central atom ``i``:
+
+* :func:`atomic_base` pools ``R_n(r_ij) Y_lm(r_ij)`` over neighbours into
+  ``A`` and keeps each pair's ``R, dR, Y, dY`` for derivatives;
+* :func:`products_forward` forms every product ``AA`` as parent times one
+  ``A`` (the density trick);
+* :func:`features_from_products` applies the sparse coupling map;
+* :func:`atom_feature_gradient` pushes ``dA/dr_j`` of all neighbours forward
+  through the product tree (forward mode) and couples it, for fitting;
+* :func:`atom_energy_adjoint` evaluates a fitted energy and back-propagates
+  it to ``dE_i/dA`` (reverse mode), contracted with ``dA/dr_j`` for every
+  neighbour: forces cost a small multiple of the energy.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .harmonics import harmonic_prefactors, real_harmonics_with_gradient
+from .radial import radial_with_derivative
+
+
+@njit(cache=True)
+def _chunk_bounds(n_items, n_chunks, c):
+    return (n_items * c) // n_chunks, (n_items * (c + 1)) // n_chunks
+
+
+@njit(cache=True)
+def atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
+                nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY):
+    """Fill ``A`` for atom ``i`` and the per-pair buffers ``R, dR, Y, dY``."""
+    A[:] = 0.0
+    ei = species[i]
+    for q in range(first[i + 1] - first[i]):
+        p = first[i] + q
+        ej = species[nbr[p]]
+        r = math.sqrt(D[p, 0] ** 2 + D[p, 1] ** 2 + D[p, 2] ** 2)
+        radial_with_derivative(family, params[ei, ej], r, n_radial, R[q], dR[q])
+        real_harmonics_with_gradient(D[p], l_max, prefac, Y[q], dY[q])
+        block = ej * n_nlm
+        for k in range(nl_n.shape[0]):
+            Rn = R[q, nl_n[k]]
+            if Rn == 0.0:
+                continue
+            l = nl_l[k]
+            a = block + nl_offset[k]
+            for mm in range(2 * l + 1):
+                A[a + mm] += Rn * Y[q, l * l + mm]
+
+
+@njit(cache=True)
+def products_forward(A, AA, tree_parent, tree_last, n_A):
+    """``AA[:n_A] = A``; each stored product is its parent times one ``A``; ``AA[-1] = 1``."""
+    AA[:n_A] = A
+    for k in range(tree_parent.shape[0]):
+        AA[n_A + k] = AA[tree_parent[k]] * A[tree_last[k]]
+    AA[AA.shape[0] - 1] = 1.0
+
+
+@njit(cache=True)
+def features_from_products(A, AA, indptr, parent, last, vals, row_lo, row_hi, out):
+    """``out[r - row_lo] = sum_e vals[e] AA[parent[e]] A[last[e]]`` for rows ``row_lo:row_hi``."""
+    for r in range(row_lo, row_hi):
+        s = 0.0
+        for e in range(indptr[r], indptr[r + 1]):
+            s += vals[e] * AA[parent[e]] * A[last[e]]
+        out[r - row_lo] = s
+
+
+@njit(cache=True, fastmath=True)
+def atom_feature_gradient(i, i_local, first, nbr, nbr_local, D, species, n_elements, A, AA, R, dR, Y, dY,
+                          nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, indptr, parent,
+                          last, vals, row_lo, row_hi, dAA, acc, grad):
+    """Add ``dB_i / dr`` of atom ``i`` into ``grad[row, 3 j + d]`` for rows ``row_lo:row_hi``.
+
+    Forward mode with all neighbours carried at once: ``dAA[k, 3 q + d]`` is
+    the derivative of stored product ``k`` with respect to coordinate ``d`` of
+    neighbour ``q``, so inner loops run over ``3 * n_neighbours`` contiguous
+    numbers. Pairs are sorted by neighbour element, so ``dA`` of one element
+    block is non-zero on one contiguous range of columns only. ``j`` indexes
+    atoms within the structure (``nbr_local``, ``i_local``).
+    """
+    p0 = first[i]
+    n_q = first[i + 1] - p0
+    P = 3 * n_q
+    col_lo = np.zeros(n_elements, dtype=np.int64)
+    col_hi = np.zeros(n_elements, dtype=np.int64)
+    for q in range(n_q - 1, -1, -1):
+        col_lo[species[nbr[p0 + q]]] = 3 * q
+    for q in range(n_q):
+        col_hi[species[nbr[p0 + q]]] = 3 * q + 3
+    n_AA = dAA.shape[0] - 1
+    dAA[:n_A, :P] = 0.0
+    dAA[n_AA, :P] = 0.0  # the constant
+    for q in range(n_q):
+        p = p0 + q
+        r = math.sqrt(D[p, 0] ** 2 + D[p, 1] ** 2 + D[p, 2] ** 2)
+        u0, u1, u2 = D[p, 0] / r, D[p, 1] / r, D[p, 2] / r
+        block = species[nbr[p]] * n_nlm
+        for k in range(nl_n.shape[0]):
+            Rn = R[q, nl_n[k]]
+            dRn = dR[q, nl_n[k]]
+            l = nl_l[k]
+            a = block + nl_offset[k]
+            for mm in range(2 * l + 1):
+                y = dRn * Y[q, l * l + mm]
+                dAA[a + mm, 3 * q] = y * u0 + Rn * dY[q, l * l + mm, 0]
+                dAA[a + mm, 3 * q + 1] = y * u1 + Rn * dY[q, l * l + mm, 1]
+                dAA[a + mm, 3 * q + 2] = y * u2 + Rn * dY[q, l * l + mm, 2]
+    for k in range(tree_parent.shape[0]):
+        _product_rule(dAA[n_A + k], dAA[tree_parent[k]], A[tree_last[k]], AA[tree_parent[k]],
+                      dAA[tree_last[k]], P, col_lo[tree_last[k] // n_nlm], col_hi[tree_last[k] // n_nlm], True)
+    for rr in range(row_lo, row_hi):
+        acc[:P] = 0.0
+        for e in range(indptr[rr], indptr[rr + 1]):
+            la = last[e]
+            w = vals[e]
+            _product_rule(acc, dAA[parent[e]], w * A[la], w * AA[parent[e]], dAA[la], P,
+                          col_lo[la // n_nlm], col_hi[la // n_nlm], False)
+        g = grad[rr]
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        for q in range(n_q):
+            j = 3 * nbr_local[p0 + q]
+            g[j] += acc[3 * q]
+            g[j + 1] += acc[3 * q + 1]
+            g[j + 2] += acc[3 * q + 2]
+            s0 += acc[3 * q]
+            s1 += acc[3 * q + 1]
+            s2 += acc[3 * q + 2]
+        g[3 * i_local] -= s0
+        g[3 * i_local + 1] -= s1
+        g[3 * i_local + 2] -= s2
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _product_rule(target, d_parent, a_last, aa_parent, d_last, P, lo, hi, overwrite):
+    """``target (=|+=) d_parent * a_last + aa_parent * d_last`` (d_last non-zero on lo:hi only)."""
+    if overwrite:
+        for m in range(P):
+            target[m] = d_parent[m] * a_last
+    else:
+        for m in range(P):
+            target[m] += d_parent[m] * a_last
+    for m in range(lo, hi):
+        target[m] += aa_parent * d_last[m]
+
+
+@njit(cache=True)
+def atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_n, nl_l, nl_offset,
+                        n_nlm, n_A, tree_parent, tree_last, w_lo, w_hi, w_parent, w_last, w_val,
+                        with_forces, f_pair):
+    """Energy ``E_i = sum_e w_val[e] AA[w_parent[e]] A[w_last[e]]``; with forces, also
+    ``f_pair[p] = dE_i / dr_j`` for every pair of atom ``i`` (reverse mode through the tree).
+    """
+    energy = 0.0
+    for e in range(w_lo, w_hi):
+        energy += w_val[e] * AA[w_parent[e]] * A[w_last[e]]
+    if not with_forces:
+        return energy
+    gAA[:] = 0.0
+    for e in range(w_lo, w_hi):
+        gAA[w_parent[e]] += w_val[e] * A[w_last[e]]
+        gAA[w_last[e]] += w_val[e] * AA[w_parent[e]]
+    for k in range(tree_parent.shape[0] - 1, -1, -1):
+        gk = gAA[n_A + k]
+        if gk != 0.0:
+            gAA[tree_parent[k]] += gk * A[tree_last[k]]
+            gAA[tree_last[k]] += gk * AA[tree_parent[k]]
+    for q in range(first[i + 1] - first[i]):
+        p = first[i] + q
+        r = math.sqrt(D[p, 0] ** 2 + D[p, 1] ** 2 + D[p, 2] ** 2)
+        ux, uy, uz = D[p, 0] / r, D[p, 1] / r, D[p, 2] / r
+        block = species[nbr[p]] * n_nlm
+        fx = 0.0
+        fy = 0.0
+        fz = 0.0
+        for k in range(nl_n.shape[0]):
+            Rn = R[q, nl_n[k]]
+            dRn = dR[q, nl_n[k]]
+            l = nl_l[k]
+            a = block + nl_offset[k]
+            for mm in range(2 * l + 1):
+                w = gAA[a + mm]
+                lm = l * l + mm
+                radial = w * dRn * Y[q, lm]
+                wR = w * Rn
+                fx += radial * ux + wR * dY[q, lm, 0]
+                fy += radial * uy + wR * dY[q, lm, 1]
+                fz += radial * uz + wR * dY[q, lm, 2]
+        f_pair[p, 0] = fx
+        f_pair[p, 1] = fy
+        f_pair[p, 2] = fz
+    return energy
+
+
+# ---------------------------------------------------------------- drivers
+@njit(cache=True, parallel=True)
+def compute_features(first, nbr, D, species, family, params, n_radial, l_max, nl_n, nl_l, nl_offset,
+                     n_nlm, n_A, tree_parent, tree_last, row_start, indptr, parent, last, vals, max_pairs,
+                     n_chunks, out):
+    """Per-atom features ``out[i, :n_rows(Z_i)]`` (compact: each atom's own element block)."""
+    n_atoms = species.shape[0]
+    prefac = harmonic_prefactors(l_max)
+    n_lm = (l_max + 1) ** 2
+    for c in prange(n_chunks):
+        lo, hi = _chunk_bounds(n_atoms, n_chunks, c)
+        A = np.empty(n_A)
+        AA = np.empty(n_A + tree_parent.shape[0] + 1)
+        R = np.empty((max_pairs, n_radial))
+        dR = np.empty((max_pairs, n_radial))
+        Y = np.empty((max_pairs, n_lm))
+        dY = np.empty((max_pairs, n_lm, 3))
+        for i in range(lo, hi):
+            atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
+                        nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
+            products_forward(A, AA, tree_parent, tree_last, n_A)
+            e = species[i]
+            out[i, :] = 0.0
+            features_from_products(A, AA, indptr, parent, last, vals, row_start[e], row_start[e + 1], out[i])
+
+
+@njit(cache=True, parallel=True)
+def compute_feature_gradients(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
+                              nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
+                              indptr, parent, last, vals, max_pairs, n_chunks, out):
+    """``out[j, :, rows] = d(sum_i B_i) / dr_j`` for structures of the batch (parallel over structures).
+
+    ``out`` has shape (n_atoms, 3, n_feature_rows); ``structure_start`` gives
+    the first atom of each structure (CSR). Each structure is accumulated in a
+    thread-local (rows, 3 * atoms) buffer, then transposed into ``out``.
+    """
+    prefac = harmonic_prefactors(l_max)
+    n_lm = (l_max + 1) ** 2
+    n_struct = structure_start.shape[0] - 1
+    n_AA = n_A + tree_parent.shape[0]
+    n_rows = out.shape[2]
+    nbr_local = np.empty_like(nbr)
+    for s in prange(n_struct):
+        for p in range(first[structure_start[s]], first[structure_start[s + 1]]):
+            nbr_local[p] = nbr[p] - structure_start[s]
+    max_atoms = 0
+    for s in range(n_struct):
+        max_atoms = max(max_atoms, structure_start[s + 1] - structure_start[s])
+    for c in prange(n_chunks):
+        A = np.empty(n_A)
+        AA = np.empty(n_AA + 1)
+        dAA = np.empty((n_AA + 1, 3 * max_pairs))
+        acc = np.empty(3 * max_pairs)
+        R = np.empty((max_pairs, n_radial))
+        dR = np.empty((max_pairs, n_radial))
+        Y = np.empty((max_pairs, n_lm))
+        dY = np.empty((max_pairs, n_lm, 3))
+        grad_buffer = np.empty((n_rows, 3 * max_atoms))
+        s_lo, s_hi = _chunk_bounds(n_struct, n_chunks, c)
+        for s in range(s_lo, s_hi):
+            s0 = structure_start[s]
+            n_s = structure_start[s + 1] - s0
+            grad = grad_buffer[:, :3 * n_s]
+            grad[:] = 0.0
+            for i in range(s0, s0 + n_s):
+                atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
+                            nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
+                products_forward(A, AA, tree_parent, tree_last, n_A)
+                ei = species[i]
+                atom_feature_gradient(i, i - s0, first, nbr, nbr_local, D, species, row_start.shape[0] - 1, A,
+                                      AA, R, dR, Y, dY, nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent,
+                                      tree_last, indptr, parent, last, vals, row_start[ei], row_start[ei + 1],
+                                      dAA, acc, grad)
+            for j in range(n_s):
+                for d in range(3):
+                    for r in range(n_rows):
+                        out[s0 + j, d, r] = grad[r, 3 * j + d]
+
+
+@njit(cache=True, parallel=True)
+def compute_energies_forces(first, nbr, D, species, family, params, n_radial, l_max, nl_n, nl_l,
+                            nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent, w_last,
+                            w_val, max_pairs, n_chunks, with_forces, energies, f_pair):
+    """Atomic energies and pair forces ``f_pair[p] = dE_i / dr_j`` (adjoint, parallel over atoms).
+
+    The fitted coefficients come folded into the product space
+    (:func:`skace.maths.basis.fold_coefficients`): for central element ``e``,
+    entries ``w_indptr[e]:w_indptr[e + 1]`` of ``(w_parent, w_last, w_val)``.
+    """
+    n_atoms = species.shape[0]
+    prefac = harmonic_prefactors(l_max)
+    n_lm = (l_max + 1) ** 2
+    n_AA = n_A + tree_parent.shape[0]
+    for c in prange(n_chunks):
+        lo, hi = _chunk_bounds(n_atoms, n_chunks, c)
+        A = np.empty(n_A)
+        AA = np.empty(n_AA + 1)
+        gAA = np.empty(n_AA + 1)
+        R = np.empty((max_pairs, n_radial))
+        dR = np.empty((max_pairs, n_radial))
+        Y = np.empty((max_pairs, n_lm))
+        dY = np.empty((max_pairs, n_lm, 3))
+        for i in range(lo, hi):
+            atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
+                        nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
+            products_forward(A, AA, tree_parent, tree_last, n_A)
+            e = species[i]
+            energies[i] = atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_n, nl_l,
+                                              nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr[e],
+                                              w_indptr[e + 1], w_parent, w_last, w_val, with_forces, f_pair)
+
+
+@njit(cache=True, parallel=True)
+def sum_rows_by_group(values, group_start, row_offset, row_width, out):
+    """``out[g, off_i : off_i + width_i] += values[i, :width_i]`` over rows i of group g.
+
+    Parallel over groups (structures), so no two threads write one output row.
+    """
+    for g in prange(group_start.shape[0] - 1):
+        for i in range(group_start[g], group_start[g + 1]):
+            off = row_offset[i]
+            for k in range(row_width[i]):
+                out[g, off + k] += values[i, k]

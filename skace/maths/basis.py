@@ -1,0 +1,260 @@
+"""The ACE basis specification: which invariant products exist, and how to evaluate them.
+
+Degree convention
+-----------------
+A one-particle function ``v = (z, n, l)`` has neighbour element ``z``, radial
+index ``n = 1, 2, ...`` and angular degree ``l = 0, 1, ...``; its degree is
+``n + l_weight * l``. A product of ``nu`` of them (a multiset, repeats allowed)
+belongs to the basis of correlation order ``nu`` when
+
+* the sum of its factors' degrees is at most ``D_nu`` (``max_degree``, one
+  number for every order or one per order),
+* ``sum(l)`` is even (reflection invariance) and the ``l`` can couple to zero,
+* ``nu <= correlation_order`` and every ``l <= max_l``.
+
+Each such multiset gives as many features as it has linearly independent
+O(3)-invariant couplings (:mod:`skace.maths.coupling`). The same multisets
+are used for every central element; feature ``k`` of central element ``Z`` is
+``B[Z, k] = sum_m C_k[m] prod_t A[z_t, n_t, l_t, m_t]``.
+
+Evaluation layout
+-----------------
+``A`` is indexed by ``a = element * n_nlm + nl_offset[nl] + l + m``. An
+m-resolved product of the features is a sorted tuple of ``a``; it is its
+parent (the tuple without its last entry) times one ``A``, so an
+order-``nu`` product costs one multiplication (the density trick). Only the
+products that are parents of others are stored ("AA", the product tree;
+``AA[0:n_A]`` is ``A`` itself and ``AA[n_AA]`` the constant 1). A feature is
+a sparse (CSR) sum ``B_r = sum_e vals[e] * AA[parent[e]] * A[last[e]]``, so the
+top-level products are never stored, which keeps the gradient's working set
+small.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from .coupling import symmetric_invariants
+
+CompiledBasis = namedtuple(
+    "CompiledBasis",
+    [
+        "n_elements",  # number of elements (central and neighbour)
+        "n_radial",  # radial functions R_1..R_n_radial
+        "l_max",  # largest l of any one-particle function
+        "nl_n",  # (n_nl,) radial index (0-based) of each (n, l) one-particle function
+        "nl_l",  # (n_nl,) its l
+        "nl_offset",  # (n_nl,) start of its 2l+1 m-entries inside one element's block
+        "n_nlm",  # size of one element's block of A
+        "n_A",  # n_elements * n_nlm
+        "n_AA",  # stored products including A; AA[n_AA] is the constant 1
+        "tree_parent",  # (n_AA - n_A,) AA index of the parent product
+        "tree_last",  # (n_AA - n_A,) A index of the last factor
+        "row_start",  # (n_elements + 1,) feature rows of each central element
+        "indptr",  # (n_features + 1,) CSR over feature rows
+        "parent",  # AA index of each coupled product's parent (n_AA for order 1)
+        "last",  # A index of its last factor
+        "vals",  # coupling coefficient
+    ],
+)
+
+
+def _degree_bounds(max_degree, correlation_order):
+    if isinstance(max_degree, dict):
+        missing = [nu for nu in range(1, correlation_order + 1) if nu not in max_degree]
+        if missing:
+            raise ValueError(f"max_degree has no bound for correlation orders {missing}")
+        return {nu: float(max_degree[nu]) for nu in range(1, correlation_order + 1)}
+    if np.ndim(max_degree) == 1:
+        if len(max_degree) < correlation_order:
+            raise ValueError("max_degree must give one bound per correlation order")
+        return {nu: float(max_degree[nu - 1]) for nu in range(1, correlation_order + 1)}
+    return {nu: float(max_degree) for nu in range(1, correlation_order + 1)}
+
+
+class ACEBasis:
+    """Specification of a linear ACE basis (pure maths; no structures involved).
+
+    Parameters
+    ----------
+    elements : sequence of str
+        Chemical symbols, central and neighbour species alike.
+    correlation_order : int
+        Largest ``nu``; features have body order ``nu + 1``.
+    max_degree : float, sequence or dict
+        Total-degree bound ``D_nu`` (see module docstring).
+    l_weight : float
+        Weight of ``l`` in a factor's degree.
+    max_l : int, optional
+        Largest angular degree of a factor.
+
+    Attributes
+    ----------
+    features : list of dict
+        One entry per feature row (all central elements): ``center`` (element
+        index), ``factors`` (tuple of ``(element index, n, l)``), ``coupling``
+        (index among the couplings of that multiset), ``degree``.
+    """
+
+    def __init__(self, elements, correlation_order=3, max_degree=10, l_weight=1.5, max_l=None):
+        if int(correlation_order) < 1:
+            raise ValueError(f"correlation_order must be >= 1, got {correlation_order}")
+        if l_weight <= 0:
+            raise ValueError(f"l_weight must be positive, got {l_weight}")
+        self.elements = list(elements)
+        self.correlation_order = int(correlation_order)
+        self.degree_bounds = _degree_bounds(max_degree, self.correlation_order)
+        self.l_weight = float(l_weight)
+        self.max_l = None if max_l is None else int(max_l)
+        self._couplings = {}
+        multisets = self._enumerate_multisets()
+        self.features = []
+        for center in range(len(self.elements)):
+            for factors in multisets:
+                for c in range(len(self._coupling(factors))):
+                    self.features.append(
+                        dict(center=center, factors=factors, coupling=c, degree=self.degree(factors))
+                    )
+
+    # ---- specification -------------------------------------------------
+    def degree(self, factors):
+        """Total degree ``sum(n + l_weight * l)`` of a multiset of factors."""
+        return float(sum(n + self.l_weight * l for _, n, l in factors))
+
+    def _enumerate_multisets(self):
+        D_top = max(self.degree_bounds.values())
+        one = []
+        for e in range(len(self.elements)):
+            for l in range(0, int(D_top / self.l_weight) + 1):
+                if self.max_l is not None and l > self.max_l:
+                    break
+                for n in range(1, int(D_top - self.l_weight * l + 1e-9) + 1):
+                    one.append((e, n, l))
+        one.sort(key=lambda v: (v[2], v[1], v[0]))
+        deg = [n + self.l_weight * l for _, n, l in one]
+        out = []
+
+        def grow(start, factors, total, l_sum, l_top):
+            nu = len(factors)
+            if nu and l_sum % 2 == 0 and 2 * l_top <= l_sum and total <= self.degree_bounds[nu] + 1e-9:
+                out.append(tuple(factors))
+            if nu == self.correlation_order:
+                return
+            bound = max(self.degree_bounds[k] for k in range(nu + 1, self.correlation_order + 1))
+            for k in range(start, len(one)):
+                if total + deg[k] > bound + 1e-9:
+                    continue
+                v = one[k]
+                grow(k, factors + [v], total + deg[k], l_sum + v[2], max(l_top, v[2]))
+
+        grow(0, [], 0.0, 0, 0)
+        return [f for f in out if len(self._coupling(f))]
+
+    def _coupling(self, factors):
+        """Orthonormal symmetric invariant couplings of a multiset (cached by pattern)."""
+        ls = tuple(f[2] for f in factors)
+        groups = tuple(factors.index(f) for f in factors)
+        key = (ls, groups)
+        if key not in self._couplings:
+            self._couplings[key] = symmetric_invariants(ls, groups)
+        return self._couplings[key]
+
+    @property
+    def n_features(self):
+        return len(self.features)
+
+    def subset(self, rows):
+        """A copy restricted to the feature rows ``rows`` (in the given order)."""
+        new = object.__new__(ACEBasis)
+        new.__dict__.update(self.__dict__)
+        new.features = [self.features[int(k)] for k in rows]
+        return new
+
+    # ---- evaluation layout ---------------------------------------------
+    def compile(self):
+        """Arrays for the numba kernels (:class:`CompiledBasis`)."""
+        n_el = len(self.elements)
+        used_nl = sorted({(n, l) for f in self.features for _, n, l in f["factors"]}, key=lambda x: (x[1], x[0]))
+        if not used_nl:
+            used_nl = [(1, 0)]
+        nl_index = {nl: k for k, nl in enumerate(used_nl)}
+        nl_n = np.array([n - 1 for n, _ in used_nl], dtype=np.int64)
+        nl_l = np.array([l for _, l in used_nl], dtype=np.int64)
+        sizes = 2 * nl_l + 1
+        nl_offset = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        n_nlm = int(sizes.sum())
+        n_A = n_el * n_nlm
+        nu_max = max([len(f["factors"]) for f in self.features], default=1)
+        base = n_A + 1
+        if nu_max * np.log2(base) >= 62:
+            raise ValueError("basis too large to index its products; lower max_degree or correlation_order")
+
+        # m-resolved products of every feature row, as encoded sorted tuples
+        row_ids, keys, values = [], [], []
+        for row, f in enumerate(self.features):
+            factors = f["factors"]
+            C = self._coupling(factors)[f["coupling"]]
+            ls = [l for _, _, l in factors]
+            nz = np.flatnonzero(np.abs(C) > 1e-14)
+            ms = np.stack(np.unravel_index(nz, [2 * l + 1 for l in ls]), axis=1)  # m + l
+            a0 = np.array([e * n_nlm + nl_offset[nl_index[(n, l)]] for e, n, l in factors])
+            a = np.sort(a0[None, :] + ms, axis=1)
+            key = np.zeros(len(a), dtype=np.int64)
+            for t in range(a.shape[1]):
+                key = key * base + (a[:, t] + 1)
+            row_ids.append(np.full(len(a), row))
+            keys.append(key)
+            values.append(C[nz])
+        row_ids = np.concatenate(row_ids) if row_ids else np.zeros(0, np.int64)
+        keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        values = np.concatenate(values) if values else np.zeros(0)
+
+        # merge the m-tuples that name the same product (permutations of equal factors)
+        ukeys, kinv = np.unique(keys, return_inverse=True)
+        pair = row_ids.astype(np.int64) * len(ukeys) + kinv
+        upair, inv = np.unique(pair, return_inverse=True)
+        merged = np.bincount(inv, weights=values, minlength=len(upair))
+        keep = np.abs(merged) > 1e-13
+        upair, merged = upair[keep], merged[keep]
+        rows = upair // len(ukeys)
+        fkeys = ukeys[upair % len(ukeys)]
+        indptr = np.zeros(len(self.features) + 1, dtype=np.int64)
+        np.add.at(indptr, rows + 1, 1)
+        indptr = np.cumsum(indptr)
+
+        # the product tree: A itself, then every proper prefix of a feature's product
+        prefixes = [np.arange(1, n_A + 1, dtype=np.int64)]
+        k = fkeys[fkeys >= base] // base
+        while k.size:
+            prefixes.append(k)
+            k = k[k >= base] // base
+        aa_keys = np.unique(np.concatenate(prefixes))
+        high = aa_keys[n_A:]
+        tree_parent = np.searchsorted(aa_keys, high // base).astype(np.int64)
+        tree_last = (high % base - 1).astype(np.int64)
+        n_AA = len(aa_keys)
+        parent = np.where(fkeys >= base, np.searchsorted(aa_keys, fkeys // base), n_AA).astype(np.int64)
+        last = (fkeys % base - 1).astype(np.int64)
+
+        centers = np.array([f["center"] for f in self.features], dtype=np.int64)
+        if np.any(np.diff(centers) < 0):
+            raise ValueError("feature rows must be grouped by central element")
+        row_start = np.searchsorted(centers, np.arange(n_el + 1)).astype(np.int64)
+        return CompiledBasis(
+            n_elements=n_el,
+            n_radial=int(nl_n.max()) + 1,
+            l_max=int(nl_l.max()),
+            nl_n=nl_n,
+            nl_l=nl_l,
+            nl_offset=nl_offset,
+            n_nlm=n_nlm,
+            n_A=n_A,
+            n_AA=n_AA,
+            tree_parent=tree_parent,
+            tree_last=tree_last,
+            row_start=row_start,
+            indptr=indptr,
+            parent=parent,
+            last=last,
+            vals=merged,
+        )

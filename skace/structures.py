@@ -1,0 +1,116 @@
+"""From lists of ``ase.Atoms`` to the flat arrays the kernels read.
+
+Validation lives here so that every entry point (transformer, regressor,
+calculator) gives the same clear errors for bad input.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+from ase import Atoms
+
+from .kernels.neighbours import molecules_neighbour_list, neighbour_list
+
+Batch = namedtuple(
+    "Batch",
+    [
+        "structure_start",  # (n_structures + 1,) first atom of each structure
+        "species",  # (n_atoms,) element index of each atom
+        "first",  # (n_atoms + 1,) CSR into the pairs
+        "nbr",  # (n_pairs,) global index of the neighbour
+        "D",  # (n_pairs, 3) displacement r_j - r_i (with periodic shift)
+        "max_pairs",  # largest number of neighbours of one atom
+    ],
+)
+
+
+def as_structure_list(X, name="X"):
+    """Check that ``X`` is a non-empty sequence of ``ase.Atoms`` and return it as a list.
+
+    A single ``Atoms`` object is accepted as a list of one.
+    """
+    if isinstance(X, Atoms):
+        return [X]
+    if X is None:
+        raise ValueError(f"empty input: {name} is None; pass a list of ase.Atoms")
+    try:
+        structures = list(X)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of ase.Atoms, got {type(X).__name__}") from None
+    if not structures:
+        raise ValueError(f"empty input: {name} contains no structures")
+    for k, atoms in enumerate(structures):
+        if not isinstance(atoms, Atoms):
+            raise TypeError(f"{name}[{k}] is a {type(atoms).__name__}, not an ase.Atoms")
+        if len(atoms) == 0:
+            raise ValueError(f"{name}[{k}] has no atoms")
+        if not np.all(np.isfinite(atoms.positions)):
+            raise ValueError(f"{name}[{k}] has NaN or infinite positions")
+        if atoms.pbc.any() and not np.all(np.isfinite(atoms.cell.array)):
+            raise ValueError(f"{name}[{k}] has a NaN or infinite cell")
+    return structures
+
+
+def species_indices(structures, elements, name="X"):
+    """Element index of every atom (concatenated), with a clear error for unknown elements."""
+    lookup = {s: k for k, s in enumerate(elements)}
+    out = []
+    for k, atoms in enumerate(structures):
+        symbols = atoms.get_chemical_symbols()
+        try:
+            out.append(np.fromiter((lookup[s] for s in symbols), dtype=np.int64, count=len(symbols)))
+        except KeyError as err:
+            raise ValueError(
+                f"unknown element {err.args[0]!r} in {name}[{k}]; the model knows {list(elements)}"
+            ) from None
+    return np.concatenate(out)
+
+
+#: Non-periodic structures up to this size use the all-pairs batch search.
+SMALL_MOLECULE = 256
+
+
+def build_batch(structures, elements, cutoff, name="X"):
+    """Neighbour lists of all structures, concatenated with global atom indices.
+
+    Pairs of each atom are sorted by neighbour element (the gradient kernel
+    relies on it).
+    """
+    species = species_indices(structures, elements, name)
+    n_atoms = np.array([len(a) for a in structures])
+    structure_start = np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64)
+    small = np.array([not a.pbc.any() and len(a) <= SMALL_MOLECULE for a in structures])
+    parts = []  # (structure index, first, j, D, overlapping) with global indices
+    if small.any():
+        idx = np.flatnonzero(small)
+        sub_start = np.concatenate([[0], np.cumsum(n_atoms[idx])]).astype(np.int64)
+        pos = np.concatenate([structures[k].positions for k in idx])
+        first, j, D, close = molecules_neighbour_list(pos, sub_start, cutoff)
+        for t, k in enumerate(idx):
+            a0, a1 = sub_start[t], sub_start[t + 1]
+            p0, p1 = first[a0], first[a1]
+            shift = structure_start[k] - a0
+            parts.append((k, first[a0:a1 + 1] - p0, j[p0:p1] + shift, D[p0:p1], close[a0:a1]))
+    for k in np.flatnonzero(~small):
+        atoms = structures[k]
+        first, j, D, close = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+        parts.append((k, first, j + structure_start[k], D, close))
+    parts.sort(key=lambda part: part[0])
+    firsts, nbrs, Ds = [], [], []
+    pair_offset = 0
+    for k, first, j, D, close in parts:
+        if close.any():
+            i = int(np.flatnonzero(close)[0])
+            raise ValueError(f"overlapping atoms in {name}[{k}]: atom {i} has a neighbour at zero distance")
+        firsts.append(first[:-1] + pair_offset)
+        nbrs.append(j)
+        Ds.append(D)
+        pair_offset += len(j)
+    first = np.concatenate(firsts + [np.array([pair_offset])]).astype(np.int64)
+    nbr = np.concatenate(nbrs).astype(np.int64)
+    D = np.concatenate(Ds)
+    owner = np.repeat(np.arange(len(species)), np.diff(first))
+    order = np.lexsort((species[nbr], owner))
+    nbr, D = nbr[order], np.ascontiguousarray(D[order])
+    max_pairs = int(np.diff(first).max()) if len(first) > 1 else 0
+    return Batch(structure_start, species, first, nbr, D, max(max_pairs, 1))
