@@ -178,7 +178,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
                 raise ValueError(f"elements contains duplicates: {elements}")
         return self._build(elements)
 
-    def _build(self, elements, basis=None):
+    def _build(self, elements, basis=None, radial_parameters=None):
         family_code(self.radial_basis)
         if self.inner_cutoff >= self.cutoff:
             raise ValueError(f"inner_cutoff ({self.inner_cutoff}) must be below cutoff ({self.cutoff})")
@@ -187,9 +187,12 @@ class ACETransformer(TransformerMixin, BaseEstimator):
             self.elements_, self.correlation_order, self.max_degree, self.l_weight, self.max_l
         )
         self.compiled_ = self.basis_.compile()
-        self.radial_parameters_ = pair_parameters(
-            self.elements_, self.radial_basis, self.cutoff, self.inner_cutoff, self.r0, self.radial_shape
-        )
+        if radial_parameters is None:
+            radial_parameters = pair_parameters(
+                self.elements_, self.radial_basis, self.cutoff, self.inner_cutoff, self.r0, self.radial_shape,
+                n_radial=self.compiled_.n_radial,
+            )
+        self.radial_parameters_ = radial_parameters
         self.n_features_out_ = self.basis_.n_features
         self.feature_names_out_ = np.array([self._feature_name(f) for f in self.basis_.features], dtype=object)
         return self
@@ -381,7 +384,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
             raise ValueError("selected features must be grouped by central element (sort them)")
         new = clone(self)
         new.elements = list(self.elements_)
-        return new._build(self.elements_, self.basis_.subset(indices))
+        return new._build(self.elements_, self.basis_.subset(indices), self.radial_parameters_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -46,8 +46,16 @@ def as_structure_list(X, name="X"):
             raise ValueError(f"{name}[{k}] has no atoms")
         if not np.all(np.isfinite(atoms.positions)):
             raise ValueError(f"{name}[{k}] has NaN or infinite positions")
-        if atoms.pbc.any() and not np.all(np.isfinite(atoms.cell.array)):
-            raise ValueError(f"{name}[{k}] has a NaN or infinite cell")
+        if atoms.pbc.any():
+            cell = atoms.cell.array
+            if not np.all(np.isfinite(cell)):
+                raise ValueError(f"{name}[{k}] has a NaN or infinite cell")
+            periodic = cell[atoms.pbc]
+            if np.linalg.matrix_rank(periodic, tol=1e-9) < len(periodic):
+                raise ValueError(
+                    f"{name}[{k}] is periodic along {list(np.array(['x', 'y', 'z'])[atoms.pbc])} "
+                    "but its cell vectors there are zero or linearly dependent"
+                )
     return structures
 
 

@@ -16,8 +16,8 @@ GAUSSIAN = 2
 CHEBEXP = 3
 
 # layout of one pair's parameter row
-P_RIN, P_RCUT, P_R0, P_SHAPE, P_Q, P_P = 0, 1, 2, 3, 4, 5
-N_PARAMS = 6
+P_RIN, P_RCUT, P_R0, P_SHAPE, P_Q, P_P, P_SPACING = 0, 1, 2, 3, 4, 5, 6
+N_PARAMS = 7
 
 
 @njit(cache=True, inline="always")
@@ -108,7 +108,7 @@ def radial_with_derivative(family, params, r, n_max, R, dR):
     else:  # GAUSSIAN
         u, du = _polynomial_envelope(r / rc)
         du /= rc
-        spacing = (rc - r_in) / max(n_max - 1, 1)
+        spacing = params[P_SPACING]  # fixed by the full basis, so subsets keep their functions
         sigma = params[P_SHAPE] * spacing
         for n in range(n_max):
             mu = r_in + n * spacing

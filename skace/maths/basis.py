@@ -258,3 +258,38 @@ class ACEBasis:
             last=last,
             vals=merged,
         )
+
+
+def fold_coefficients(basis, coef):
+    """Fold per-feature coefficients into the product space (pacemaker's "C-tilde").
+
+    ``E_i = sum_r coef[r] B_i[r] = sum_e w_val[e] AA[w_parent[e]] A[w_last[e]]``
+    over the entries of the central element of atom ``i``, so predictions need
+    no per-feature work.
+
+    Parameters
+    ----------
+    basis : CompiledBasis
+    coef : ndarray of shape (n_features,)
+
+    Returns
+    -------
+    w_indptr : ndarray (n_elements + 1,)
+        Entries of central element ``e`` are ``w_indptr[e]:w_indptr[e + 1]``.
+    w_parent, w_last, w_val : ndarray
+    """
+    coef = np.asarray(coef, dtype=float)
+    rows = np.repeat(np.arange(len(basis.indptr) - 1), np.diff(basis.indptr))
+    weights = basis.vals * coef[rows]
+    center = np.searchsorted(basis.row_start, rows, side="right") - 1
+    n_AA1 = basis.n_AA + 1
+    key = (center * n_AA1 + basis.parent) * basis.n_A + basis.last
+    ukey, inv = np.unique(key, return_inverse=True)
+    w = np.bincount(inv, weights=weights, minlength=len(ukey))
+    keep = w != 0.0
+    ukey, w = ukey[keep], w[keep]
+    last = ukey % basis.n_A
+    parent = (ukey // basis.n_A) % n_AA1
+    center = ukey // (basis.n_A * n_AA1)
+    w_indptr = np.searchsorted(center, np.arange(basis.n_elements + 1)).astype(np.int64)
+    return w_indptr, parent.astype(np.int64), last.astype(np.int64), w

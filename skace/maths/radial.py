@@ -14,8 +14,9 @@ vanishing together with its first derivative at ``r_cut``:
     ``sqrt(2 / r_cut) sin(n pi r / r_cut) / r`` times a polynomial envelope
     ``1 - 28 x^6 + 48 x^7 - 21 x^8``, ``x = r / r_cut`` (MACE, NequIP).
 ``"gaussian"``
-    Gaussians centred evenly on ``[r_in, r_cut]`` with a width of ``shape``
-    spacings, times the same polynomial envelope.
+    Gaussians centred evenly on ``[r_in, r_cut]`` (one per radial function of
+    the basis) with a width of ``shape`` spacings, times the same polynomial
+    envelope.
 ``"chebexp"``
     ``T_{n-1}(x)`` of an exponentially scaled distance
     ``x = 1 - 2 (exp(lambda (1 - r / r_cut)) - 1) / (exp(lambda) - 1)``
@@ -49,7 +50,8 @@ def pair_r0(symbol_i, symbol_j):
     return covalent_radii[atomic_numbers[symbol_i]] + covalent_radii[atomic_numbers[symbol_j]]
 
 
-def pair_parameters(elements, family, cutoff, inner_cutoff=0.0, r0="covalent", shape=None, q=4.0, p=2.0):
+def pair_parameters(elements, family, cutoff, inner_cutoff=0.0, r0="covalent", shape=None, q=4.0, p=2.0,
+                    n_radial=1):
     """Parameter table of shape ``(n_elements, n_elements, N_PARAMS)`` for the kernels.
 
     Parameters
@@ -66,6 +68,8 @@ def pair_parameters(elements, family, cutoff, inner_cutoff=0.0, r0="covalent", s
         Family shape parameter; :data:`DEFAULT_SHAPE` when None.
     q, p : float
         Agnesi exponents.
+    n_radial : int
+        Number of radial functions of the basis (sets the Gaussian spacing).
     """
     family_code(family)
     if not 0.0 <= inner_cutoff < cutoff:
@@ -82,4 +86,5 @@ def pair_parameters(elements, family, cutoff, inner_cutoff=0.0, r0="covalent", s
             row[_k.P_SHAPE] = shape
             row[_k.P_Q] = q
             row[_k.P_P] = p
+            row[_k.P_SPACING] = (cutoff - inner_cutoff) / max(n_radial - 1, 1)
     return table

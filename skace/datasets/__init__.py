@@ -1,0 +1,136 @@
+"""Datasets: rMD17 reader and the bundled ethanol sample.
+
+Energies and forces are converted from kcal/mol (rMD17's unit) to eV and
+eV/Å and attached to each ``ase.Atoms`` as ``atoms.info["energy"]`` and
+``atoms.arrays["forces"]``, the keys :class:`skace.ACERegressor` reads by
+default.
+"""
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.units import kcal, mol
+
+#: 1 kcal/mol in eV.
+KCAL_PER_MOL = kcal / mol
+
+RMD17_MOLECULES = (
+    "aspirin", "azobenzene", "benzene", "ethanol", "malonaldehyde",
+    "naphthalene", "paracetamol", "salicylic", "toluene", "uracil",
+)
+
+#: Environment variable naming the folder that holds the rMD17 ``.npz`` files.
+RMD17_ENV = "SKACE_RMD17_DIR"
+
+
+def _structures(numbers, coords, energies, forces, indices=None):
+    """``ase.Atoms`` with energy (eV) and forces (eV/Å) from kcal/mol arrays."""
+    out = []
+    for k in range(len(coords)):
+        atoms = Atoms(numbers=numbers, positions=coords[k])
+        atoms.info["energy"] = float(energies[k]) * KCAL_PER_MOL
+        atoms.arrays["forces"] = np.asarray(forces[k], dtype=float) * KCAL_PER_MOL
+        if indices is not None:
+            atoms.info["rmd17_index"] = int(indices[k])
+        out.append(atoms)
+    return out
+
+
+def _default_rmd17_dirs():
+    env = os.environ.get(RMD17_ENV)
+    if env:
+        yield Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        yield parent / "shared" / "data" / "rmd17"
+        yield parent.parent / "shared" / "data" / "rmd17"
+
+
+def rmd17_path(molecule, split="train", path=None):
+    """Path of ``rmd17_<molecule>_<split>_01.npz``, or a FileNotFoundError that says where to put it."""
+    name = "salicylic" if molecule in ("salicylic acid", "salicylic_acid") else molecule
+    if name not in RMD17_MOLECULES:
+        raise ValueError(f"unknown rMD17 molecule {molecule!r}; choose one of {list(RMD17_MOLECULES)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    filename = f"rmd17_{name}_{split}_01.npz"
+    candidates = [Path(path)] if path is not None else list(_default_rmd17_dirs())
+    for folder in candidates:
+        if (folder / filename).is_file():
+            return folder / filename
+        if folder.is_file() and folder.name == filename:
+            return folder
+    where = str(path) if path is not None else f"${RMD17_ENV} or shared/data/rmd17"
+    raise FileNotFoundError(
+        f"rMD17 file {filename} not found in {where}. Get the revised MD17 data set "
+        "(Christensen & von Lilienfeld 2020, CC0; split 01 as npz files with keys nuclear_charges, "
+        f"coords, energies, forces) and pass path=... or set {RMD17_ENV} to its folder."
+    )
+
+
+def load_rmd17(molecule, split="train", n=None, path=None):
+    """Read one molecule of rMD17 (split 01) as a list of ``ase.Atoms``.
+
+    Parameters
+    ----------
+    molecule : str
+        One of :data:`RMD17_MOLECULES` ("salicylic acid" is accepted).
+    split : {"train", "test"}
+        The 1000-configuration training or test part of split 01.
+    n : int, optional
+        Keep the first ``n`` configurations.
+    path : str or Path, optional
+        Folder with the ``.npz`` files; by default ``$SKACE_RMD17_DIR``.
+
+    Returns
+    -------
+    list of ase.Atoms
+        Energies in ``info["energy"]`` (eV), forces in ``arrays["forces"]`` (eV/Å).
+
+    Examples
+    --------
+    >>> from skace.datasets import load_rmd17
+    >>> train = load_rmd17("ethanol", n=10)  # doctest: +SKIP
+    >>> len(train), len(train[0])  # doctest: +SKIP
+    (10, 9)
+    """
+    with np.load(rmd17_path(molecule, split, path)) as d:
+        sl = slice(None) if n is None else slice(0, int(n))
+        return _structures(d["nuclear_charges"], d["coords"][sl], d["energies"][sl], d["forces"][sl],
+                           d["old_indices"][sl] if "old_indices" in d else None)
+
+
+def load_sample(split="train", n=None):
+    """The bundled sample: rMD17 ethanol, 250 training and 250 test configurations.
+
+    Taken from the first configurations of rMD17 split 01 (CC0), so examples
+    and the README's command work with no download.
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+    n : int, optional
+        Keep the first ``n`` configurations.
+
+    Returns
+    -------
+    list of ase.Atoms
+        With ``info["energy"]`` (eV) and ``arrays["forces"]`` (eV/Å).
+
+    Examples
+    --------
+    >>> from skace.datasets import load_sample
+    >>> train = load_sample()
+    >>> len(train), train[0].get_chemical_formula()
+    (250, 'C2H6O')
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    with resources.files(__package__).joinpath("data/ethanol_sample.npz").open("rb") as fh:
+        with np.load(fh) as d:
+            sl = slice(None) if n is None else slice(0, int(n))
+            return _structures(d["nuclear_charges"], d[f"{split}_coords"][sl], d[f"{split}_energies"][sl],
+                               d[f"{split}_forces"][sl], d[f"{split}_old_indices"][sl])

@@ -1,0 +1,264 @@
+"""Assembling the weighted least-squares system of an energy + force fit, in chunks.
+
+Rows: one energy row per structure (features summed over atoms, plus the
+element counts that multiply the reference energies E0) and three force rows
+per atom (minus the feature gradient). Per-structure factors (``info["weight"]``
+and the ``1/sqrt(N)`` or ``1/N`` energy scaling) are applied here; the global
+energy and force weights are applied later (:meth:`LinearSystem.combine`), so
+that a grid search over weights, E0, priors or ``alpha`` reuses one assembly.
+
+Force rows are kept as a design matrix when small, and otherwise only as
+their Gram matrix ``X_F^T X_F`` accumulated chunk by chunk, so memory stays
+``O(n_features^2)`` whatever the number of structures.
+"""
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from .linalg import Spectrum, gram_update, symmetrize_upper
+from .structures import as_structure_list
+
+
+def read_targets(structures, energy_key="energy", forces_key="forces", need_forces=True, name="X"):
+    """Energies (n,), forces (n_atoms, 3) or None, and per-structure weights from ``ase.Atoms``.
+
+    Targets are read from ``atoms.info[energy_key]`` / ``atoms.arrays[forces_key]``,
+    or else from the attached calculator's stored results (as ``ase.io.read``
+    leaves them for an extxyz file).
+    """
+    energies = np.empty(len(structures))
+    forces = [] if need_forces else None
+    weights = np.ones(len(structures))
+    for k, atoms in enumerate(structures):
+        results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+        if energy_key in atoms.info:
+            e = atoms.info[energy_key]
+        elif "energy" in results and energy_key == "energy":
+            e = results["energy"]
+        else:
+            raise ValueError(
+                f"missing energy: {name}[{k}] has no info[{energy_key!r}] and no calculator energy"
+            )
+        try:
+            energies[k] = float(e)
+        except (TypeError, ValueError):
+            raise ValueError(f"energy of {name}[{k}] is not a number: {e!r}") from None
+        if not np.isfinite(energies[k]):
+            raise ValueError(f"energy of {name}[{k}] is NaN or infinite")
+        if "weight" in atoms.info:
+            weights[k] = float(atoms.info["weight"])
+            if not weights[k] >= 0:
+                raise ValueError(f"weight of {name}[{k}] must be non-negative, got {atoms.info['weight']!r}")
+        if need_forces:
+            if forces_key in atoms.arrays:
+                f = atoms.arrays[forces_key]
+            elif "forces" in results and forces_key == "forces":
+                f = results["forces"]
+            else:
+                raise ValueError(
+                    f"missing forces: {name}[{k}] has no arrays[{forces_key!r}] and no calculator forces "
+                    "(pass energies as y for an energy-only fit, or set force_weight=0)"
+                )
+            f = np.asarray(f, dtype=float)
+            if f.shape != (len(atoms), 3):
+                raise ValueError(f"forces of {name}[{k}] have shape {f.shape}, expected ({len(atoms)}, 3)")
+            if not np.all(np.isfinite(f)):
+                raise ValueError(f"forces of {name}[{k}] contain NaN or infinite values")
+            forces.append(f)
+    return energies, (np.concatenate(forces) if need_forces else None), weights
+
+
+def energy_row_scale(structures, weights, scaling):
+    """Per-structure factor of the energy rows: weight times 1, 1/sqrt(N) or 1/N."""
+    n = np.array([len(a) for a in structures], dtype=float)
+    if scaling in (None, "none"):
+        return weights.copy()
+    if scaling == "sqrt_atoms":
+        return weights / np.sqrt(n)
+    if scaling == "atoms":
+        return weights / n
+    raise ValueError(f"energy_weight_scaling must be 'sqrt_atoms', 'atoms' or 'none', got {scaling!r}")
+
+
+@dataclass
+class LinearSystem:
+    """The pieces of a weighted least-squares fit (see module docstring)."""
+
+    XE: np.ndarray  # (n_structures, n_features + n_elements) scaled energy rows [B | counts]
+    yE: np.ndarray  # (n_structures,) scaled energies
+    XF: np.ndarray  # (3 n_atoms, n_features) scaled force rows, or None in Gram mode
+    yF: np.ndarray  # (3 n_atoms,) or None
+    GF: np.ndarray  # X_F^T X_F (Gram mode) or None
+    bF: np.ndarray  # X_F^T y_F
+    yyF: float
+    mF: int
+    n_features: int
+
+    def combine(self, energy_weight, force_weight, e0, prior, use_design):
+        """Spectral form of the weighted fit over the features, with E0 fixed.
+
+        Columns are divided by ``scale = prior * norm``, where ``norm`` is the
+        column's root-sum-square over the weighted rows (1 for empty
+        columns), so the solver sees standardised features: the prior acts on
+        standardised features, and the problem stays well conditioned even
+        when it is only held as a Gram matrix.
+
+        Returns
+        -------
+        spectrum : Spectrum
+            Of the problem in ``d = scale * c``.
+        scale : ndarray (n_features,)
+        """
+        nf = self.n_features
+        if use_design and (self.XF is not None or self.mF == 0):
+            yE = self.yE - self.XE[:, nf:] @ e0
+            parts = [energy_weight * self.XE[:, :nf]]
+            targets = [energy_weight * yE]
+            if force_weight > 0 and self.mF:
+                parts.append(force_weight * self.XF)
+                targets.append(force_weight * self.yF)
+            X = np.vstack(parts)
+            scale = prior * _safe_norm(np.sqrt(np.einsum("ij,ij->j", X, X)))
+            X /= scale
+            return Spectrum.from_design(X, np.concatenate(targets)), scale
+        G, b, yy, m = self.gram(energy_weight, force_weight, e0)
+        scale = prior * _safe_norm(np.sqrt(np.diag(G).copy()))
+        for i0 in range(0, nf, 1024):  # in row blocks: no full-size temporaries
+            G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
+        return Spectrum.from_gram(G, b / scale, yy, m), scale
+
+    def gram(self, energy_weight, force_weight, e0):
+        """``(G, b, |y|^2, m)`` of the weighted problem over the features, built in blocks."""
+        nf = self.n_features
+        yE = self.yE - self.XE[:, nf:] @ e0
+        XE = self.XE[:, :nf]
+        G = symmetrize_upper(gram_update(np.zeros((nf, nf)), XE))
+        G *= energy_weight**2
+        b = energy_weight**2 * (XE.T @ yE)
+        yy = energy_weight**2 * float(yE @ yE)
+        m = len(yE)
+        if force_weight > 0 and self.mF:
+            GF = self.GF
+            if GF is None:
+                GF = symmetrize_upper(gram_update(np.zeros((nf, nf)), self.XF))
+            for i0 in range(0, nf, 1024):  # row blocks: no full-size temporaries
+                G[i0:i0 + 1024] += force_weight**2 * GF[i0:i0 + 1024]
+            bF = self.bF if self.XF is None else self.XF.T @ self.yF
+            b += force_weight**2 * bF
+            yy += force_weight**2 * self.yyF
+            m += self.mF
+        return G, b, yy, m
+
+
+def _safe_norm(norm):
+    """Column norms with empty (or numerically empty) columns set to 1."""
+    out = norm.copy()
+    out[out <= 1e-12 * max(out.max(initial=0.0), 1e-300)] = 1.0
+    return out
+
+
+def fingerprint(structures, *extra):
+    """Hash of the structures' geometry, species, targets and weights, plus ``extra``."""
+    h = hashlib.sha1()
+    for atoms in structures:
+        h.update(atoms.numbers.tobytes())
+        h.update(np.ascontiguousarray(atoms.positions).tobytes())
+        h.update(np.ascontiguousarray(atoms.cell.array).tobytes())
+        h.update(atoms.pbc.tobytes())
+        h.update(repr(sorted((k, repr(v)) for k, v in atoms.info.items())).encode())
+        for k in sorted(atoms.arrays):
+            if k not in ("numbers", "positions"):
+                h.update(k.encode())
+                h.update(np.ascontiguousarray(atoms.arrays[k]).tobytes())
+        if atoms.calc is not None:
+            for k, v in sorted(getattr(atoms.calc, "results", {}).items()):
+                h.update(k.encode())
+                h.update(np.ascontiguousarray(v).tobytes())
+    h.update(repr(extra).encode())
+    return h.hexdigest()
+
+
+class LRUCache:
+    """A small least-recently-used cache (in memory, per process)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.data = OrderedDict()
+
+    def get(self, key):
+        if key in self.data:
+            self.data.move_to_end(key)
+            return self.data[key]
+        return None
+
+    def put(self, key, value):
+        self.data[key] = value
+        self.data.move_to_end(key)
+        while len(self.data) > self.size:
+            self.data.popitem(last=False)
+
+    def clear(self):
+        self.data.clear()
+
+
+#: Assembled systems, keyed by data + descriptor fingerprint (reused across a grid search).
+SYSTEM_CACHE = LRUCache(2)
+#: Spectral decompositions, keyed by system + weights + E0 + prior.
+SPECTRUM_CACHE = LRUCache(4)
+
+
+def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements, species_counts,
+             design_limit, progress=None):
+    """Build the :class:`LinearSystem` of a fitted descriptor on ``X``.
+
+    Parameters
+    ----------
+    descriptor : fitted ACETransformer
+    X : list of ase.Atoms
+    energies : ndarray (n,)
+    forces : ndarray (n_atoms, 3) or None
+        None for an energy-only fit.
+    energy_scale, weights : ndarray (n,)
+        Per-structure factors of energy rows and of force rows.
+    species_counts : ndarray (n, n_elements)
+    design_limit : int
+        Keep force rows as a design matrix while it has at most this many
+        entries; beyond, accumulate their Gram matrix.
+    progress : callable, optional
+        Called with the number of structures done after each chunk.
+    """
+    structures = as_structure_list(X)
+    nf = descriptor.n_features_out_
+    B = descriptor.transform(structures) if descriptor.per_atom is False else None
+    if B is None:
+        raise ValueError("the descriptor of a regressor must have per_atom=False")
+    XE = np.hstack([B, species_counts]) * energy_scale[:, None]
+    yE = energies * energy_scale
+    if forces is None:
+        return LinearSystem(XE, yE, None, None, None, None, 0.0, 0, nf)
+    n_atoms = len(forces)
+    atom_weight = np.repeat(weights, [len(a) for a in structures])
+    use_design = 3 * n_atoms * nf <= design_limit
+    XF = np.empty((3 * n_atoms, nf)) if use_design else None
+    GF = None if use_design else np.zeros((nf, nf))
+    bF = np.zeros(nf)
+    yF = (forces * atom_weight[:, None]).ravel()
+    a0 = 0
+    for sl, grad in descriptor.iter_gradients(structures):
+        n = grad.shape[0]
+        rows = grad.reshape(3 * n, nf)
+        rows *= -np.repeat(atom_weight[a0:a0 + n], 3)[:, None]  # F = -dE/dr
+        if use_design:
+            XF[3 * a0:3 * (a0 + n)] = rows
+        else:
+            gram_update(GF, rows)
+            bF += rows.T @ yF[3 * a0:3 * (a0 + n)]
+        a0 += n
+        if progress is not None:
+            progress(sl.stop - sl.start)
+    if GF is not None:
+        symmetrize_upper(GF)
+    return LinearSystem(XE, yE, XF, yF if use_design else None, GF, bF, float(yF @ yF), len(yF), nf)

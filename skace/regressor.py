@@ -1,0 +1,417 @@
+"""``ACERegressor``: a linear ACE potential fitted to energies and forces."""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.metrics import r2_score
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .descriptor import ACETransformer, n_chunks, numba_threads
+from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, energy_row_scale, fingerprint,
+                      read_targets)
+from .kernels import ace as _k
+from .linalg import ard
+from .maths.basis import fold_coefficients
+from .maths.priors import PRIORS, smoothness_prior
+from .structures import as_structure_list, species_indices
+
+SOLVERS = ("bayesian", "ridge", "gcv", "ard")
+
+
+class ACERegressor(RegressorMixin, BaseEstimator):
+    """Linear ACE potential: ``E = sum_i (E0[Z_i] + c[Z_i] . B_i)``, fitted to energies and forces.
+
+    Parameters
+    ----------
+    descriptor : ACETransformer, optional
+        The basis (cloned and fitted in ``fit``); a default ``ACETransformer()`` if None.
+    alpha : float, default=1e-6
+        Regularisation strength ``alpha |Gamma c|^2`` for ``solver="ridge"``
+        (the starting point for the other solvers).
+    energy_weight, force_weight : float, default=30.0, 1.0
+        Weights of energy rows (eV) and force rows (eV/Å). ``force_weight=0``
+        gives an energy-only fit.
+    energy_weight_scaling : {"sqrt_atoms", "atoms", "none"}, default="sqrt_atoms"
+        Divide each energy row by ``sqrt(N)``, ``N`` or nothing.
+    e0 : "auto", dict or None, default="auto"
+        Per-element reference energies (eV). "auto": least-squares fit of
+        energies on element counts, minimum-norm when compositions are
+        collinear (single-molecule data: then E0 carries the mean energy);
+        a dict ``{symbol: energy}``; None: zero.
+    prior : {"algebraic", "exponential", "none"}, default="algebraic"
+        Smoothness prior ``Gamma`` (:mod:`skace.maths.priors`).
+    prior_order : float, default=2.0
+        Order ``p`` of the prior.
+    solver : {"bayesian", "ridge", "gcv", "ard"}, default="bayesian"
+        "bayesian": evidence-maximising ridge (picks alpha, gives
+        ``predict(..., return_std=True)``); "ridge": fixed ``alpha``; "gcv":
+        alpha by generalised cross-validation over a log grid; "ard":
+        automatic relevance determination (sparse; O(n_features^3) per iteration).
+    energy_key, forces_key : str
+        Where targets live in ``atoms.info`` / ``atoms.arrays``.
+    design_limit : int, default=20_000_000
+        Largest force design (entries) solved by SVD of the design itself;
+        larger fits use the Gram matrix, assembled in chunks.
+    cache : bool, default=True
+        Reuse the assembled system when only regression parameters change.
+    n_jobs : int, optional
+        Threads for the numba kernels.
+    verbose : bool, default=False
+        Progress bar over structures while assembling.
+
+    Attributes
+    ----------
+    descriptor_ : ACETransformer
+    coef_ : ndarray (n_features,)
+    e0_ : dict
+    alpha_ : float
+        Regularisation used (``alpha / beta`` ratio for the Bayesian solver).
+    n_features_ : int
+
+    Examples
+    --------
+    >>> from skace import ACERegressor, ACETransformer
+    >>> from skace.datasets import load_sample
+    >>> train = load_sample(n=40)
+    >>> model = ACERegressor(ACETransformer(cutoff=4.0, correlation_order=2, max_degree=6)).fit(train)
+    >>> model.predict(train[:2]).shape
+    (2,)
+    """
+
+    _parameter_constraints = {
+        "descriptor": [ACETransformer, None],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "energy_weight": [Interval(Real, 0, None, closed="left")],
+        "force_weight": [Interval(Real, 0, None, closed="left")],
+        "energy_weight_scaling": [StrOptions({"sqrt_atoms", "atoms", "none"})],
+        "e0": [StrOptions({"auto"}), dict, None],
+        "prior": [StrOptions(set(PRIORS))],
+        "prior_order": [Interval(Real, 0, None, closed="neither")],
+        "solver": [StrOptions(set(SOLVERS))],
+        "energy_key": [str],
+        "forces_key": [str],
+        "design_limit": [Interval(Integral, 0, None, closed="left")],
+        "cache": ["boolean"],
+        "n_jobs": [Integral, None],
+        "verbose": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        descriptor=None,
+        alpha=1e-6,
+        energy_weight=30.0,
+        force_weight=1.0,
+        energy_weight_scaling="sqrt_atoms",
+        e0="auto",
+        prior="algebraic",
+        prior_order=2.0,
+        solver="bayesian",
+        energy_key="energy",
+        forces_key="forces",
+        design_limit=20_000_000,
+        cache=True,
+        n_jobs=None,
+        verbose=False,
+    ):
+        self.descriptor = descriptor
+        self.alpha = alpha
+        self.energy_weight = energy_weight
+        self.force_weight = force_weight
+        self.energy_weight_scaling = energy_weight_scaling
+        self.e0 = e0
+        self.prior = prior
+        self.prior_order = prior_order
+        self.solver = solver
+        self.energy_key = energy_key
+        self.forces_key = forces_key
+        self.design_limit = design_limit
+        self.cache = cache
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ fitting
+    def fit(self, X, y=None):
+        """Fit to the energies and forces stored on the structures.
+
+        Parameters
+        ----------
+        X : list of ase.Atoms
+            Training structures with ``info[energy_key]`` and
+            ``arrays[forces_key]`` (or calculator results); ``info["weight"]``
+            scales a structure's rows.
+        y : array-like of shape (n_structures,), optional
+            Energies (eV); when given, the fit uses energies only.
+
+        Returns
+        -------
+        self : ACERegressor
+        """
+        self._validate_params()
+        structures = as_structure_list(X)
+        energy_only = y is not None or self.force_weight == 0
+        if y is not None:
+            energies = np.asarray(y, dtype=float).ravel()
+            if energies.shape != (len(structures),):
+                raise ValueError(f"y has {energies.size} energies for {len(structures)} structures")
+            if not np.all(np.isfinite(energies)):
+                raise ValueError("y contains NaN or infinite energies")
+            weights = np.array([float(a.info.get("weight", 1.0)) for a in structures])
+            forces = None
+        else:
+            energies, forces, weights = read_targets(structures, self.energy_key, self.forces_key,
+                                                     need_forces=not energy_only)
+        descriptor = clone(self.descriptor if self.descriptor is not None else ACETransformer())
+        if self.n_jobs is not None:
+            descriptor.set_params(n_jobs=self.n_jobs)
+        descriptor.fit(structures)
+        elements = descriptor.elements_
+        species = species_indices(structures, elements)
+        counts = np.zeros((len(structures), len(elements)))
+        owner = np.repeat(np.arange(len(structures)), [len(a) for a in structures])
+        np.add.at(counts, (owner, species), 1.0)
+
+        key = fingerprint(structures, energy_only, self.energy_key, self.forces_key,
+                          self.energy_weight_scaling, self.design_limit,
+                          sorted(descriptor.get_params().items(), key=lambda kv: kv[0]),
+                          None if y is None else energies.tobytes())
+        system = SYSTEM_CACHE.get(key) if self.cache else None
+        if system is None:
+            escale = energy_row_scale(structures, weights, self.energy_weight_scaling)
+            progress, bar = self._progress(len(structures))
+            with numba_threads(self.n_jobs):
+                system = assemble(descriptor, structures, energies, forces, escale, weights, len(elements),
+                                  counts, self.design_limit, progress)
+            if bar is not None:
+                bar.close()
+            if self.cache:
+                SYSTEM_CACHE.put(key, system)
+
+        self.descriptor_ = descriptor
+        e0 = self._reference_energies(elements, counts, energies)
+        self.e0_ = {el: float(v) for el, v in zip(elements, e0)}
+        gamma = smoothness_prior(descriptor.basis_.features, self.prior, self.prior_order)
+        fw = 0.0 if energy_only else float(self.force_weight)
+        self._solve(system, key, e0, gamma, float(self.energy_weight), fw)
+        self.n_features_ = descriptor.n_features_out_
+        self._fold()
+        return self
+
+    def _progress(self, total):
+        if not self.verbose:
+            return None, None
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="features and gradients", unit="structure")
+        return bar.update, bar
+
+    def _reference_energies(self, elements, counts, energies):
+        if self.e0 is None:
+            return np.zeros(len(elements))
+        if isinstance(self.e0, dict):
+            missing = [el for el in elements if el not in self.e0]
+            if missing:
+                raise ValueError(f"e0 has no reference energy for elements {missing}")
+            return np.array([float(self.e0[el]) for el in elements])
+        # minimum-norm least squares: well defined even when compositions are collinear
+        return np.linalg.lstsq(counts, energies, rcond=None)[0]
+
+    def _solve(self, system, key, e0, gamma, energy_weight, force_weight):
+        use_design = system.XF is not None or system.mF == 0
+        if self.solver == "ard":
+            G, b, yy, m = system.gram(energy_weight, force_weight, e0)
+            scale = gamma * np.sqrt(np.maximum(np.diag(G), 0.0))
+            scale[scale <= 0] = 1.0
+            G /= scale[:, None] * scale[None, :]
+            d, a, beta, cov, kept = ard(G, b / scale, yy, m)
+            self.scale_ = scale
+            self.coef_ = d / scale
+            self.alpha_ = float(np.median(a[kept]) / beta) if len(kept) else np.inf
+            self.beta_ = beta
+            self.ard_precision_ = a
+            self._posterior = ("ard", kept, np.linalg.cholesky(cov + 1e-300 * np.eye(len(kept))), None)
+            return
+        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order)
+        cached = SPECTRUM_CACHE.get(skey) if self.cache else None
+        if cached is None:
+            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design)
+            if self.cache:
+                SPECTRUM_CACHE.put(skey, cached)
+        spec, scale = cached
+        self.scale_ = scale
+        self._posterior = None
+        if self.solver == "ridge":
+            alpha = float(self.alpha)
+        elif self.solver == "gcv":
+            grid = self._alpha_grid(spec)
+            alpha = float(grid[np.argmin([spec.gcv(a) for a in grid])])
+        else:  # bayesian
+            a, beta, log_ev = spec.evidence_ridge()
+            alpha = a / beta
+            self.beta_ = beta
+            self.log_evidence_ = log_ev
+            L, null_var = spec.posterior_factor(a, beta)
+            self._posterior = ("bayesian", None, L, (spec.V, null_var))
+        self.alpha_ = alpha
+        self.coef_ = spec.ridge(alpha) / scale
+        self.spectrum_ = spec
+
+    @staticmethod
+    def _alpha_grid(spec):
+        top = float(spec.s2[0]) if spec.s2.size else 1.0
+        return top * np.logspace(-16, 0, 65)
+
+    def regularization_path(self, alphas):
+        """Training fit quality along a path of ``alpha`` values, at the cost of one fit.
+
+        Uses the spectral decomposition of the last ``fit`` (not available
+        for ``solver="ard"``).
+
+        Parameters
+        ----------
+        alphas : array-like of float
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``alpha``, ``rss`` (weighted training residual), ``dof``
+            (effective number of parameters), ``gcv``.
+        """
+        import pandas as pd
+
+        check_is_fitted(self, "coef_")
+        spec = getattr(self, "spectrum_", None)
+        if spec is None:
+            raise ValueError("regularization_path needs a ridge, gcv or bayesian fit")
+        rows = [dict(alpha=float(a), rss=spec.residual(a), dof=spec.dof(a), gcv=spec.gcv(a)) for a in alphas]
+        return pd.DataFrame(rows)
+
+    def _fold(self):
+        self.folded_ = fold_coefficients(self.descriptor_.compiled_, self.coef_)
+
+    # --------------------------------------------------------- prediction
+    def _evaluate(self, structures, forces=True, stress=False):
+        """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress."""
+        d = self.descriptor_
+        batch = d._batch(structures)
+        n_atoms = len(batch.species)
+        energies = np.empty(n_atoms)
+        f_pair = np.empty((len(batch.nbr) if forces or stress else 0, 3))
+        w_indptr, w_parent, w_last, w_val = self.folded_
+        with numba_threads(self.n_jobs):
+            _k.compute_energies_forces(
+                batch.first, batch.nbr, batch.D, batch.species, *d._kernel_basis_args(),
+                w_indptr, w_parent, w_last, w_val, batch.max_pairs, n_chunks(n_atoms),
+                bool(forces or stress), energies, f_pair,
+            )
+        e0 = np.array([self.e0_[el] for el in d.elements_])
+        energies += e0[batch.species]
+        out = {"energies": energies}
+        owner = np.repeat(np.arange(n_atoms), np.diff(batch.first))
+        if forces:
+            F = np.zeros((n_atoms, 3))
+            for a in range(3):
+                F[:, a] = np.bincount(owner, f_pair[:, a], minlength=n_atoms) - np.bincount(
+                    batch.nbr, f_pair[:, a], minlength=n_atoms)
+            out["forces"] = F
+        if stress:
+            structure_of_pair = np.searchsorted(batch.structure_start, owner, side="right") - 1
+            virial = np.zeros((len(structures), 3, 3))
+            np.add.at(virial, structure_of_pair, f_pair[:, :, None] * batch.D[:, None, :])
+            out["virial"] = 0.5 * (virial + virial.transpose(0, 2, 1))  # dE/d(strain)
+        out["batch"] = batch
+        return out
+
+    def predict_atomic_energies(self, X):
+        """Per-atom energies ``E0[Z_i] + c . B_i`` (eV), atoms in input order.
+
+        Returns
+        -------
+        ndarray of shape (total atoms,)
+        """
+        check_is_fitted(self, "coef_")
+        return self._evaluate(as_structure_list(X), forces=False)["energies"]
+
+    def predict(self, X, return_std=False):
+        """Total energies (eV).
+
+        Parameters
+        ----------
+        X : list of ase.Atoms
+        return_std : bool, default=False
+            Also return the predictive standard deviation (Bayesian and ARD solvers).
+
+        Returns
+        -------
+        energies : ndarray of shape (n_structures,)
+        std : ndarray of shape (n_structures,), if ``return_std``
+        """
+        check_is_fitted(self, "coef_")
+        structures = as_structure_list(X)
+        res = self._evaluate(structures, forces=False)
+        E = np.add.reduceat(res["energies"], res["batch"].structure_start[:-1])
+        if not return_std:
+            return E
+        return E, self._energy_std(structures)
+
+    def _energy_std(self, structures):
+        if self._posterior is None:
+            raise ValueError(f"return_std needs solver='bayesian' or 'ard', not {self.solver!r}")
+        kind, kept, L, null = self._posterior
+        x = self.descriptor_.transform(structures) / self.scale_
+        if kind == "ard":
+            var = np.sum((x[:, kept] @ L) ** 2, axis=1)
+        else:
+            V, null_var = null
+            proj = x @ V
+            var = np.sum((x @ L) ** 2, axis=1) + null_var * np.maximum(
+                np.sum(x * x, axis=1) - np.sum(proj * proj, axis=1), 0.0)
+        scale = energy_row_scale(structures, np.ones(len(structures)), self.energy_weight_scaling)
+        noise = 1.0 / (self.beta_ * (self.energy_weight * scale) ** 2)
+        return np.sqrt(var + noise)
+
+    def predict_forces(self, X):
+        """Forces ``-dE/dr`` (eV/Å) from the adjoint of the energy (no feature gradients).
+
+        Returns
+        -------
+        ndarray of shape (total atoms, 3)
+        """
+        check_is_fitted(self, "coef_")
+        return self._evaluate(as_structure_list(X), forces=True)["forces"]
+
+    def predict_stress(self, X):
+        """Stress (eV/Å^3, Voigt order xx yy zz yz xz xy) of periodic structures.
+
+        Returns
+        -------
+        ndarray of shape (n_structures, 6)
+        """
+        check_is_fitted(self, "coef_")
+        structures = as_structure_list(X)
+        virial = self._evaluate(structures, forces=False, stress=True)["virial"]
+        out = np.zeros((len(structures), 6))
+        for k, atoms in enumerate(structures):
+            if not atoms.pbc.all():
+                raise ValueError(f"stress of X[{k}] needs a cell periodic in all three directions")
+            s = virial[k] / atoms.get_volume()
+            out[k] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        return out
+
+    def score(self, X, y=None):
+        """R^2 of the predicted energies (against ``y`` or the stored energies).
+
+        Use :mod:`skace.metrics` scorers for force and per-atom errors.
+        """
+        structures = as_structure_list(X)
+        if y is None:
+            y, _, _ = read_targets(structures, self.energy_key, self.forces_key, need_forces=False)
+        return r2_score(y, self.predict(structures))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.target_tags.required = False
+        return tags

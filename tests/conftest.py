@@ -1,0 +1,14 @@
+"""Shared pytest configuration for the skace test suite.
+
+The suite runs on small matrices; multi-threaded BLAS only adds overhead
+(and oversubscribes small machines alongside the numba kernels' own threads).
+"""
+
+import os
+import sys
+
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, os.path.dirname(__file__))  # `import reference` from any working directory
+
+threadpool_limits(limits=1, user_api="blas")
