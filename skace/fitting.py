@@ -207,7 +207,7 @@ class LRUCache:
 #: Assembled systems, keyed by data + descriptor fingerprint (reused across a grid search).
 SYSTEM_CACHE = LRUCache(2)
 #: Spectral decompositions, keyed by system + weights + E0 + prior.
-SPECTRUM_CACHE = LRUCache(4)
+SPECTRUM_CACHE = LRUCache(2)
 
 
 def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements, species_counts,

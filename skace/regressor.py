@@ -3,6 +3,7 @@
 from numbers import Integral, Real
 
 import numpy as np
+from ase.stress import full_3x3_to_voigt_6_stress
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -382,6 +383,18 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         return self._evaluate(as_structure_list(X), forces=True)["forces"]
 
+    def predict_energy_forces(self, X):
+        """Energies and forces in one pass (cheaper than ``predict`` then ``predict_forces``).
+
+        Returns
+        -------
+        energies : ndarray of shape (n_structures,)
+        forces : ndarray of shape (total atoms, 3)
+        """
+        check_is_fitted(self, "coef_")
+        res = self._evaluate(as_structure_list(X), forces=True)
+        return np.add.reduceat(res["energies"], res["batch"].structure_start[:-1]), res["forces"]
+
     def predict_stress(self, X):
         """Stress (eV/Å^3, Voigt order xx yy zz yz xz xy) of periodic structures.
 
@@ -391,14 +404,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self, "coef_")
         structures = as_structure_list(X)
-        virial = self._evaluate(structures, forces=False, stress=True)["virial"]
-        out = np.zeros((len(structures), 6))
         for k, atoms in enumerate(structures):
             if not atoms.pbc.all():
                 raise ValueError(f"stress of X[{k}] needs a cell periodic in all three directions")
-            s = virial[k] / atoms.get_volume()
-            out[k] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-        return out
+        virial = self._evaluate(structures, forces=False, stress=True)["virial"]
+        volumes = np.array([a.get_volume() for a in structures])
+        return full_3x3_to_voigt_6_stress(virial / volumes[:, None, None])
 
     def score(self, X, y=None):
         """R^2 of the predicted energies (against ``y`` or the stored energies).
@@ -409,6 +420,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         if y is None:
             y, _, _ = read_targets(structures, self.energy_key, self.forces_key, need_forces=False)
         return r2_score(y, self.predict(structures))
+
+    def __getstate__(self):
+        # the spectral decomposition (n_features^2 floats) only serves
+        # regularization_path on the fitted object; do not pickle it
+        state = self.__dict__.copy()
+        state.pop("spectrum_", None)
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

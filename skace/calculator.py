@@ -1,0 +1,57 @@
+"""``ACECalculator``: a fitted skace model as an ASE calculator."""
+
+from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+
+class ACECalculator(Calculator):
+    """ASE calculator for a fitted :class:`skace.ACERegressor`.
+
+    Gives ``energy``, ``free_energy``, ``forces``, per-atom ``energies`` and,
+    for cells periodic in all directions, ``stress`` (eV/Å^3, Voigt order),
+    all from one pass of the adjoint kernel.
+
+    Parameters
+    ----------
+    model : ACERegressor or str or path
+        A fitted model, or a model file written by :func:`skace.save`.
+
+    Examples
+    --------
+    >>> from ase.build import molecule
+    >>> from skace import ACECalculator, ACERegressor, ACETransformer
+    >>> from skace.datasets import load_sample
+    >>> model = ACERegressor(ACETransformer(cutoff=4.0, correlation_order=2, max_degree=6)).fit(load_sample(n=30))
+    >>> atoms = load_sample("test", n=1)[0]
+    >>> atoms.calc = ACECalculator(model)
+    >>> atoms.get_forces().shape
+    (9, 3)
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, model, **kwargs):
+        if not hasattr(model, "_evaluate"):
+            from .io import load
+
+            model = load(model)
+        self.model = model
+        super().__init__(**kwargs)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        want_stress = "stress" in properties
+        if want_stress and not atoms.pbc.all():
+            from ase.calculators.calculator import PropertyNotImplementedError
+
+            raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
+        res = self.model._evaluate([atoms], forces=True, stress=bool(atoms.pbc.all()))
+        energies = res["energies"]
+        self.results["energies"] = energies
+        self.results["energy"] = self.results["free_energy"] = float(energies.sum())
+        self.results["forces"] = res["forces"]
+        if atoms.pbc.all():
+            self.results["stress"] = full_3x3_to_voigt_6_stress(res["virial"][0] / atoms.get_volume())
+        return self.results
+

@@ -1,0 +1,224 @@
+"""The ``skace`` command line: fit, evaluate, features, md.
+
+Every user mistake (missing file, unknown element, bad option) ends as one
+line on stderr and exit status 2, never a traceback.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+EPILOG = "DATA is a file ase.io.read understands (extxyz, ...), 'sample' (the bundled ethanol set), " \
+         "'sample-test', or 'rmd17:MOLECULE[:SPLIT[:N]]' (reads $SKACE_RMD17_DIR)."
+
+
+def read_structures(spec, energy_key="energy", forces_key="forces", limit=None):
+    """Structures from a DATA argument (see ``EPILOG``)."""
+    from .datasets import load_rmd17, load_sample
+
+    if spec in ("sample", "sample-train"):
+        structures = load_sample("train")
+    elif spec == "sample-test":
+        structures = load_sample("test")
+    elif spec.startswith("rmd17:"):
+        parts = spec.split(":")[1:]
+        molecule = parts[0]
+        split = parts[1] if len(parts) > 1 else "train"
+        n = int(parts[2]) if len(parts) > 2 else None
+        structures = load_rmd17(molecule, split, n=n)
+    else:
+        import ase.io
+
+        try:
+            structures = ase.io.read(spec, index=":")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no such data file: {spec}") from None
+        except Exception as err:  # ase raises many types for unreadable files
+            raise ValueError(f"cannot read {spec}: {err}") from None
+        if not isinstance(structures, list):
+            structures = [structures]
+    if limit is not None:
+        structures = structures[:limit]
+    return structures
+
+
+def _degree(text):
+    values = [float(v) for v in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
+def _error_table(rows):
+    head = f"{'set':<6}{'n':>6}{'E MAE':>10}{'E RMSE':>10}{'F MAE':>10}{'F RMSE':>10}"
+    lines = [head, f"{'':<6}{'':>6}{'meV':>10}{'meV':>10}{'meV/Å':>10}{'meV/Å':>10}"]
+    for name, n, r in rows:
+        f = [1000 * r.get(k, np.nan) for k in ("energy_mae", "energy_rmse", "force_mae", "force_rmse")]
+        lines.append(f"{name:<6}{n:>6}" + "".join(f"{v:>10.2f}" for v in f))
+    return "\n".join(lines)
+
+
+def cmd_fit(args):
+    from . import ACERegressor, ACETransformer, save
+    from .metrics import evaluate
+
+    data = args.data or "sample"
+    train = read_structures(data, args.energy_key, args.forces_key, args.n_train)
+    test = None
+    if args.test or data in ("sample", "sample-train"):
+        test = read_structures(args.test or "sample-test", args.energy_key, args.forces_key)
+    descriptor = ACETransformer(
+        cutoff=args.cutoff, correlation_order=args.correlation_order, max_degree=args.max_degree,
+        radial_basis=args.radial_basis, n_jobs=args.threads,
+    )
+    model = ACERegressor(
+        descriptor, solver=args.solver, alpha=args.alpha, energy_weight=args.energy_weight,
+        force_weight=args.force_weight, energy_key=args.energy_key, forces_key=args.forces_key,
+        n_jobs=args.threads, verbose=not args.quiet,
+    )
+    print(f"fitting {len(train)} structures from {data} "
+          f"({sum(len(a) for a in train)} atoms, elements found in fit)", flush=True)
+    t0 = time.perf_counter()
+    model.fit(train)
+    fit_time = time.perf_counter() - t0
+    d = model.descriptor_
+    print(f"basis: {d.n_features_out_} functions ({d.n_features_out_ // len(d.elements_)} per element "
+          f"{d.elements_}), correlation order {d.correlation_order}, cutoff {d.cutoff} Å, "
+          f"radial '{d.radial_basis}'")
+    print(f"solver {args.solver}: alpha = {model.alpha_:.3g}; fit time {fit_time:.1f} s")
+    rows = [("train", len(train), evaluate(model, train))]
+    if test is not None:
+        rows.append(("test", len(test), evaluate(model, test)))
+    print(_error_table(rows))
+    if args.output:
+        save(model, args.output)
+        print(f"model written to {args.output}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from .io import load
+    from .metrics import evaluate
+
+    model = load(args.model)
+    data = read_structures(args.data, model.energy_key, model.forces_key)
+    print(_error_table([(("data"), len(data), evaluate(model, data))]))
+    return 0
+
+
+def cmd_features(args):
+    from . import ACETransformer
+
+    structures = read_structures(args.data or "sample")
+    t = ACETransformer(cutoff=args.cutoff, correlation_order=args.correlation_order,
+                       max_degree=args.max_degree, radial_basis=args.radial_basis, n_jobs=args.threads)
+    t0 = time.perf_counter()
+    B = t.fit_transform(structures)
+    elapsed = time.perf_counter() - t0
+    table = t.get_feature_table()
+    n_atoms = sum(len(a) for a in structures)
+    print(f"{len(structures)} structures, {n_atoms} atoms, elements {t.elements_}")
+    print(f"{t.n_features_out_} features in {elapsed:.2f} s ({1e6 * elapsed / n_atoms:.1f} µs/atom incl. compile)")
+    print(table.groupby(["center", "body_order"]).size().unstack(fill_value=0).to_string())
+    print(f"feature matrix {B.shape}, mean |B| {np.abs(B).mean():.4g}")
+    return 0
+
+
+def cmd_md(args):
+    import ase.io
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    from .calculator import ACECalculator
+
+    calc = ACECalculator(args.model)
+    atoms = read_structures(args.structure)[args.index]
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(args.seed))
+    if args.thermostat == "langevin":
+        dyn = Langevin(atoms, args.timestep * units.fs, temperature_K=args.temperature, friction=0.01,
+                       trajectory=args.trajectory)
+    else:
+        dyn = VelocityVerlet(atoms, args.timestep * units.fs, trajectory=args.trajectory)
+    e_start = atoms.get_total_energy()
+    t0 = time.perf_counter()
+    dyn.run(args.steps)
+    elapsed = time.perf_counter() - t0
+    e_end = atoms.get_total_energy()
+    print(f"{args.steps} steps of {args.timestep} fs ({args.thermostat}) in {elapsed:.1f} s "
+          f"({1e6 * elapsed / args.steps / len(atoms):.1f} µs/atom/step)")
+    print(f"total energy {e_start:.6f} -> {e_end:.6f} eV (drift {1000 * (e_end - e_start):.3f} meV)")
+    if args.trajectory:
+        print(f"trajectory written to {args.trajectory}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="skace", description="Linear ACE potentials with scikit-learn.",
+                                     epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def basis_options(p):
+        p.add_argument("--cutoff", type=float, default=5.0, help="cutoff radius in Å (default 5.0)")
+        p.add_argument("--correlation-order", type=int, default=3, help="largest ν; body order ν+1 (default 3)")
+        p.add_argument("--max-degree", type=_degree, default=10.0,
+                       help="total degree bound, one value or one per order, e.g. 18,14,10 (default 10)")
+        p.add_argument("--radial-basis", default="agnesi", choices=["agnesi", "bessel", "gaussian", "chebexp"])
+        p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
+
+    p = sub.add_parser("fit", help="fit a model", epilog=EPILOG)
+    p.add_argument("data", nargs="?", help="training data (default: the bundled sample)")
+    p.add_argument("--test", help="test data, evaluated after the fit")
+    p.add_argument("-o", "--output", help="write the model here (read by skace.load and ACECalculator)")
+    p.add_argument("--n-train", type=int, help="use only the first N training structures")
+    basis_options(p)
+    p.add_argument("--solver", default="bayesian", choices=["bayesian", "ridge", "gcv", "ard"])
+    p.add_argument("--alpha", type=float, default=1e-6, help="ridge strength for --solver ridge")
+    p.add_argument("--energy-weight", type=float, default=30.0)
+    p.add_argument("--force-weight", type=float, default=1.0)
+    p.add_argument("--energy-key", default="energy")
+    p.add_argument("--forces-key", default="forces")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("evaluate", help="errors of a saved model on data", epilog=EPILOG)
+    p.add_argument("model")
+    p.add_argument("data")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("features", help="compute ACE features of data and summarise them", epilog=EPILOG)
+    p.add_argument("data", nargs="?")
+    basis_options(p)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("md", help="short molecular dynamics with a saved model", epilog=EPILOG)
+    p.add_argument("model")
+    p.add_argument("structure", help="starting structure (DATA; the first one unless --index)")
+    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    p.add_argument("--temperature", type=float, default=300.0, help="K, initial velocities and Langevin")
+    p.add_argument("--thermostat", default="nve", choices=["nve", "langevin"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trajectory", default="md.traj", help="output trajectory (default md.traj)")
+    p.set_defaults(func=cmd_md)
+    return parser
+
+
+def main(argv=None):
+    from .io import ModelFileError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError,
+            ModelFileError, KeyError, IndexError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"skace {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Model files: versioned, checksummed, written atomically.
+
+Layout: a magic line, one line of JSON header (format version, skace version,
+payload size and SHA-256), then the pickled model. Writing goes to a
+temporary file in the target folder that replaces the target only once it is
+complete, so an interrupted save never leaves a half-written model (and never
+destroys the previous one). Loading checks every part and names what is wrong.
+"""
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+MAGIC = b"SKACE-MODEL\n"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that is not a skace model, is damaged, or is too new."""
+
+
+def save(model, path):
+    """Write a fitted model to ``path`` atomically.
+
+    Parameters
+    ----------
+    model : ACERegressor
+        A fitted estimator (anything picklable is accepted).
+    path : str or Path
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from skace import ACERegressor, ACETransformer, save, load
+    >>> from skace.datasets import load_sample
+    >>> model = ACERegressor(ACETransformer(cutoff=4.0, correlation_order=2, max_degree=6)).fit(load_sample(n=30))
+    >>> path = os.path.join(tempfile.mkdtemp(), "ethanol.skace")
+    >>> save(model, path)
+    >>> load(path).predict(load_sample(n=2)).shape
+    (2,)
+    """
+    from . import __version__
+
+    path = Path(path)
+    payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    header = {
+        "format": FORMAT_VERSION,
+        "skace": __version__,
+        "class": type(model).__name__,
+        "size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(MAGIC)
+            fh.write(json.dumps(header).encode() + b"\n")
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path):
+    """Read a model written by :func:`save`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ModelFileError
+        If the file is not a skace model, is truncated or corrupted, or was
+        written by a newer skace format.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(len(MAGIC))
+        if magic != MAGIC:
+            raise ModelFileError(f"{path} is not a skace model file")
+        line = fh.readline()
+        try:
+            header = json.loads(line)
+        except ValueError:
+            raise ModelFileError(f"{path}: damaged header") from None
+        if not isinstance(header, dict) or "format" not in header:
+            raise ModelFileError(f"{path}: damaged header")
+        if header["format"] > FORMAT_VERSION:
+            raise ModelFileError(
+                f"{path} uses model format {header['format']} (written by skace {header.get('skace')}); "
+                f"this skace reads format {FORMAT_VERSION} or older: upgrade skace"
+            )
+        payload = fh.read()
+    if len(payload) != header.get("size"):
+        raise ModelFileError(f"{path} is truncated: {len(payload)} of {header.get('size')} bytes")
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise ModelFileError(f"{path} is corrupted (checksum mismatch)")
+    return pickle.loads(payload)
