@@ -13,7 +13,7 @@ from .descriptor import ACETransformer, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, energy_row_scale, fingerprint,
                       read_targets)
 from .kernels import ace as _k
-from .linalg import ard
+from .linalg import GramSolver, ard
 from .maths.basis import fold_coefficients
 from .maths.priors import PRIORS, smoothness_prior
 from .structures import as_structure_list, species_indices
@@ -55,6 +55,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     design_limit : int, default=20_000_000
         Largest force design (entries) solved by SVD of the design itself;
         larger fits use the Gram matrix, assembled in chunks.
+    eigen_limit : int, default=4000
+        With more features than this, Gram-matrix fits with the "ridge" and
+        "bayesian" solvers use Cholesky factorisations (the evidence is
+        maximised by a scalar search) instead of one eigendecomposition,
+        which is far slower at that size; ``regularization_path`` is then
+        unavailable.
     cache : bool, default=True
         Reuse the assembled system when only regression parameters change.
     n_jobs : int, optional
@@ -94,6 +100,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "energy_key": [str],
         "forces_key": [str],
         "design_limit": [Interval(Integral, 0, None, closed="left")],
+        "eigen_limit": [Interval(Integral, 0, None, closed="left")],
         "cache": ["boolean"],
         "n_jobs": [Integral, None],
         "verbose": ["boolean"],
@@ -113,6 +120,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         energy_key="energy",
         forces_key="forces",
         design_limit=20_000_000,
+        eigen_limit=4000,
         cache=True,
         n_jobs=None,
         verbose=False,
@@ -129,6 +137,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.energy_key = energy_key
         self.forces_key = forces_key
         self.design_limit = design_limit
+        self.eigen_limit = eigen_limit
         self.cache = cache
         self.n_jobs = n_jobs
         self.verbose = verbose
@@ -221,18 +230,36 @@ class ACERegressor(RegressorMixin, BaseEstimator):
 
     def _solve(self, system, key, e0, gamma, energy_weight, force_weight):
         use_design = system.XF is not None or system.mF == 0
-        if self.solver == "ard":
+        self.spectrum_ = None
+        big = not use_design and system.n_features > self.eigen_limit
+        if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")):
             G, b, yy, m = system.gram(energy_weight, force_weight, e0)
             scale = gamma * np.sqrt(np.maximum(np.diag(G), 0.0))
-            scale[scale <= 0] = 1.0
-            G /= scale[:, None] * scale[None, :]
-            d, a, beta, cov, kept = ard(G, b / scale, yy, m)
+            scale[scale <= 1e-12 * max(scale.max(initial=0.0), 1e-300)] = 1.0
+            for i0 in range(0, len(scale), 1024):
+                G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
+            b = b / scale
             self.scale_ = scale
-            self.coef_ = d / scale
-            self.alpha_ = float(np.median(a[kept]) / beta) if len(kept) else np.inf
-            self.beta_ = beta
-            self.ard_precision_ = a
-            self._posterior = ("ard", kept, np.linalg.cholesky(cov + 1e-300 * np.eye(len(kept))), None)
+            if self.solver == "ard":
+                d, a, beta, cov, kept = ard(G, b, yy, m)
+                self.coef_ = d / scale
+                self.alpha_ = float(np.median(a[kept]) / beta) if len(kept) else np.inf
+                self.beta_ = beta
+                self.ard_precision_ = a
+                self._posterior = ("ard", kept, np.linalg.cholesky(cov + 1e-300 * np.eye(len(kept))), None)
+                return
+            gs = GramSolver(G, b, yy, m)
+            del G
+            if self.solver == "ridge":
+                lam = float(self.alpha)
+                self._posterior = None
+            else:
+                alpha, beta, self.log_evidence_ = gs.evidence_search()
+                lam = alpha / beta
+                self.beta_ = beta
+                self._posterior = ("cholesky", None, gs.factor(lam)[0], beta)
+            self.alpha_ = lam
+            self.coef_ = gs.ridge(lam) / scale
             return
         skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order)
         cached = SPECTRUM_CACHE.get(skey) if self.cache else None
@@ -285,7 +312,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         spec = getattr(self, "spectrum_", None)
         if spec is None:
-            raise ValueError("regularization_path needs a ridge, gcv or bayesian fit")
+            raise ValueError(
+                "regularization_path needs the spectral decomposition of a ridge, gcv or bayesian fit "
+                "(not kept for ard, for fits with more features than eigen_limit, or after unpickling)"
+            )
         rows = [dict(alpha=float(a), rss=spec.residual(a), dof=spec.dof(a), gcv=spec.gcv(a)) for a in alphas]
         return pd.DataFrame(rows)
 
@@ -362,7 +392,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"return_std needs solver='bayesian' or 'ard', not {self.solver!r}")
         kind, kept, L, null = self._posterior
         x = self.descriptor_.transform(structures) / self.scale_
-        if kind == "ard":
+        if kind == "cholesky":  # L: lower Cholesky factor of G + lam I; Sigma = (G + lam I)^-1 / beta
+            from scipy.linalg import solve_triangular
+
+            var = np.sum(solve_triangular(L, x.T, lower=True) ** 2, axis=0) / null
+        elif kind == "ard":
             var = np.sum((x[:, kept] @ L) ** 2, axis=1)
         else:
             V, null_var = null
