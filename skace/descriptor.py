@@ -203,11 +203,14 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         return f"{el[f['center']]}|{len(f['factors']) + 1}-body|{factors}|{f['coupling']}"
 
     def get_feature_names_out(self, input_features=None):
-        """Names ``center|body order-body|Z(n,l)*...|coupling index`` of the output features.
+        """Names of the output features.
+
+        A name reads ``"H|4-body|C(1,0)*C(2,1)*O(1,1)|0"``: central element,
+        body order, the ``element(n,l)`` factors, and the coupling index.
 
         Returns
         -------
-        ndarray of str, shape (n_features_out_,)
+        ndarray of str, shape (``n_features_out_``,)
         """
         check_is_fitted(self, "basis_")
         return self.feature_names_out_.copy()
@@ -349,7 +352,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (total atoms, 3, n_features_out_)
+        ndarray of shape (total atoms, 3, ``n_features_out_``)
             ``G[j, a, k] = d transform(X)[s(j), k] / d r_{j, a}`` (the gradient
             of the structure sums, whatever ``per_atom``), atoms in input order.
             Computed in chunks of ``max_memory`` MiB of working memory; for

@@ -181,33 +181,48 @@ def fingerprint(structures, *extra):
     return h.hexdigest()
 
 
-class LRUCache:
-    """A small least-recently-used cache (in memory, per process)."""
+def _nbytes(value):
+    """Bytes held by the arrays inside ``value`` (dataclass, tuple or array)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    if hasattr(value, "__dict__"):
+        return sum(_nbytes(v) for v in vars(value).values())
+    return 0
 
-    def __init__(self, size):
-        self.size = size
+
+class LRUCache:
+    """A least-recently-used cache bounded by the bytes of the arrays it holds (per process)."""
+
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes
         self.data = OrderedDict()
 
     def get(self, key):
         if key in self.data:
             self.data.move_to_end(key)
-            return self.data[key]
+            return self.data[key][0]
         return None
 
     def put(self, key, value):
-        self.data[key] = value
+        size = _nbytes(value)
+        if size > self.max_bytes:
+            return
+        self.data[key] = (value, size)
         self.data.move_to_end(key)
-        while len(self.data) > self.size:
+        while sum(v[1] for v in self.data.values()) > self.max_bytes:
             self.data.popitem(last=False)
 
     def clear(self):
         self.data.clear()
 
 
-#: Assembled systems, keyed by data + descriptor fingerprint (reused across a grid search).
-SYSTEM_CACHE = LRUCache(2)
+#: Assembled systems, keyed by data + descriptor fingerprint (reused across a
+#: grid search; enough room for the folds of a cross-validation).
+SYSTEM_CACHE = LRUCache(3 * 2**30)
 #: Spectral decompositions, keyed by system + weights + E0 + prior.
-SPECTRUM_CACHE = LRUCache(2)
+SPECTRUM_CACHE = LRUCache(2 * 2**30)
 
 
 def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements, species_counts,

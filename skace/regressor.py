@@ -22,7 +22,10 @@ SOLVERS = ("bayesian", "ridge", "gcv", "ard")
 
 
 class ACERegressor(RegressorMixin, BaseEstimator):
-    """Linear ACE potential: ``E = sum_i (E0[Z_i] + c[Z_i] . B_i)``, fitted to energies and forces.
+    """Linear ACE potential fitted to energies and forces.
+
+    The energy is ``E = sum_i (E0[Z_i] + c[Z_i] @ B_i)`` over atoms ``i``
+    with ACE features ``B_i`` of the atom's environment.
 
     Parameters
     ----------

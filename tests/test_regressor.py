@@ -1,0 +1,797 @@
+"""Tests of ``ACERegressor``: exact recovery of a linear ACE "truth", the Bayesian and ridge
+solutions against explicit linear algebra, forces/stress/atomic energies against finite
+differences, the scikit-learn interface, the assembly cache, sample weights and bad input."""
+
+import pickle
+import time
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from ase import Atoms
+from ase.geometry import get_distances
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+import skace.fitting
+import skace.regressor
+from skace import ACERegressor, ACETransformer
+from skace.datasets import load_sample
+from skace.maths.priors import smoothness_prior
+from skace.metrics import SCORERS
+
+KW = dict(cutoff=4.0, correlation_order=2, max_degree=5)
+E0 = {"H": -13.6, "C": -1030.5, "O": -2041.25}
+BIG = 10**9  # design_limit: always the design (SVD) route
+
+
+# ======================================================================
+# structures and a linear ACE "truth"
+# ======================================================================
+def random_cluster(rng, n, pool=("H", "C", "O"), box=3.0, dmin=0.9):
+    """A non-periodic cluster of ``n`` atoms, every element of ``pool`` present (if n allows)."""
+    pos = []
+    while len(pos) < n:
+        p = rng.uniform(0.0, box, 3)
+        if all(np.linalg.norm(p - q) >= dmin for q in pos):
+            pos.append(p)
+    symbols = list(pool)[:n] + list(rng.choice(pool, max(n - len(pool), 0)))
+    rng.shuffle(symbols)
+    return Atoms(symbols=symbols, positions=pos)
+
+
+def random_cell(rng, n, pool=("C", "O"), a=3.4, dmin=0.9):
+    """A small triclinic periodic cell (distances under the minimum image convention >= dmin)."""
+    cell = np.diag([a, 1.05 * a, 0.95 * a]) + rng.uniform(-0.2, 0.2, (3, 3))
+    pos = []
+    while len(pos) < n:
+        p = rng.uniform(0, 1, 3) @ cell
+        if not pos or get_distances(p, np.array(pos), cell=cell, pbc=True)[1].min() >= dmin:
+            pos.append(p)
+    symbols = list(pool)[:n] + list(rng.choice(pool, max(n - len(pool), 0)))
+    rng.shuffle(symbols)
+    return Atoms(symbols=symbols, positions=pos, cell=cell, pbc=True)
+
+
+def counts_of(structures, elements):
+    return np.array([[a.get_chemical_symbols().count(s) for s in elements] for a in structures], float)
+
+
+def label(structures, descriptor, coef, e0):
+    """Attach energies ``B c + counts . E0`` and forces ``-dB/dr c``; return (E, F, E_feature_part)."""
+    B = descriptor.transform(structures)
+    G = descriptor.transform_gradient(structures)
+    Ef = B @ coef
+    E = Ef + counts_of(structures, descriptor.elements_) @ np.array([e0[s] for s in descriptor.elements_])
+    F = -(G @ coef)
+    a0 = 0
+    for k, atoms in enumerate(structures):
+        atoms.info["energy"] = float(E[k])
+        atoms.arrays["forces"] = F[a0:a0 + len(atoms)].copy()
+        a0 += len(atoms)
+    return E, F, Ef
+
+
+class Truth:
+    def __init__(self, train, test, seed, e0=E0, **kw):
+        settings = dict(KW, **kw)
+        self.settings = settings
+        self.descriptor = ACETransformer(**settings).fit(train)
+        rng = np.random.default_rng(seed)
+        self.coef = rng.normal(size=self.descriptor.n_features_out_)
+        self.e0 = {el: e0[el] for el in self.descriptor.elements_}
+        self.train, self.test = train, test
+        self.E, self.F, self.Ef = label(train, self.descriptor, self.coef, e0)
+        self.Et, self.Ft, self.Eft = label(test, self.descriptor, self.coef, e0)
+
+    def regressor(self, **kw):
+        params = dict(descriptor=ACETransformer(**self.settings), solver="ridge", alpha=1e-12, prior="none",
+                      e0=dict(self.e0), design_limit=BIG)
+        params.update(kw)
+        return ACERegressor(**params)
+
+    def check_predictions(self, model, rtol_e=1e-8, rtol_f=1e-8):
+        for X, E, F, Ef in ((self.train, self.E, self.F, self.Ef), (self.test, self.Et, self.Ft, self.Eft)):
+            e_scale = np.abs(Ef).max()  # the part of the energy the features carry
+            f_scale = np.abs(F).max()
+            E_pred, F_pred = model.predict_energy_forces(X)
+            assert np.abs(E_pred - E).max() <= rtol_e * e_scale, np.abs(E_pred - E).max() / e_scale
+            assert np.abs(F_pred - F).max() <= rtol_f * f_scale, np.abs(F_pred - F).max() / f_scale
+
+
+@pytest.fixture(scope="module")
+def cho_truth():
+    rng = np.random.default_rng(11)
+    train = [random_cluster(rng, int(rng.integers(5, 9))) for _ in range(60)]
+    test = [random_cluster(rng, 7) for _ in range(6)]
+    return Truth(train, test, seed=1)
+
+
+@pytest.fixture(scope="module")
+def carbon_truth():
+    """Single element: the design has full column rank, so the coefficients are identifiable."""
+    rng = np.random.default_rng(12)
+    train = [random_cluster(rng, int(rng.integers(4, 9)), pool=("C",)) for _ in range(30)]
+    test = [random_cluster(rng, 7, pool=("C",)) for _ in range(4)]
+    return Truth(train, test, seed=2, max_degree=6)
+
+
+@pytest.fixture(scope="module")
+def periodic_truth():
+    rng = np.random.default_rng(13)
+    train = [random_cell(rng, int(rng.integers(3, 6))) for _ in range(16)]
+    test = [random_cell(rng, 5) for _ in range(3)]
+    return Truth(train, test, seed=3)
+
+
+def test_truth_designs_have_expected_rank(carbon_truth, cho_truth):
+    """Guard for the recovery tests: carbon has full column rank; with several elements the
+    only null directions are the exact pair symmetries (A|B(n) and B|A(n) sum identically)."""
+    for truth, nullity in ((carbon_truth, 0), (cho_truth, 3 * 5)):
+        d = truth.descriptor
+        A = np.vstack([d.transform(truth.train), d.transform_gradient(truth.train).reshape(-1, d.n_features_out_)])
+        A /= np.linalg.norm(A, axis=0)
+        s = np.linalg.svd(A, compute_uv=False)
+        assert np.sum(s > 1e-10 * s[0]) == d.n_features_out_ - nullity
+
+
+# ======================================================================
+# exact recovery
+# ======================================================================
+@pytest.mark.parametrize("design_limit", [BIG, 0], ids=["design", "gram"])
+def test_exact_recovery_coefficients_single_element(carbon_truth, design_limit):
+    model = carbon_truth.regressor(alpha=1e-14, design_limit=design_limit).fit(carbon_truth.train)
+    assert model.e0_ == carbon_truth.e0
+    assert model.n_features_ == len(carbon_truth.coef)
+    np.testing.assert_allclose(model.coef_, carbon_truth.coef, rtol=0, atol=1e-7 * np.abs(carbon_truth.coef).max())
+    carbon_truth.check_predictions(model, 1e-10, 1e-9)
+
+
+@pytest.mark.parametrize("design_limit", [BIG, 0], ids=["design", "gram"])
+def test_exact_recovery_multi_element_molecules(cho_truth, design_limit):
+    model = cho_truth.regressor(design_limit=design_limit).fit(cho_truth.train)
+    assert model.e0_ == cho_truth.e0
+    cho_truth.check_predictions(model, 1e-8, 1e-7)
+    # coefficients are identifiable up to the exact pair symmetry: compare the symmetrised sums
+    names = model.descriptor_.get_feature_names_out()
+    idx = {n: k for k, n in enumerate(names)}
+    for name, k in idx.items():
+        centre, body, factors, coupling = name.split("|")
+        if body == "2-body":
+            other = factors[0]
+            mirror = f"{other}|2-body|{centre}{factors[1:]}|{coupling}"
+            pair = model.coef_[k] + model.coef_[idx[mirror]]
+            true = cho_truth.coef[k] + cho_truth.coef[idx[mirror]]
+            assert abs(pair - true) <= 1e-5 * np.abs(cho_truth.coef).max(), name
+        else:
+            assert abs(model.coef_[k] - cho_truth.coef[k]) <= 1e-5 * np.abs(cho_truth.coef).max(), name
+
+
+@pytest.mark.parametrize("design_limit", [BIG, 0], ids=["design", "gram"])
+def test_exact_recovery_periodic(periodic_truth, design_limit):
+    model = periodic_truth.regressor(design_limit=design_limit).fit(periodic_truth.train)
+    periodic_truth.check_predictions(model, 1e-8, 1e-7)
+
+
+@pytest.mark.parametrize("scaling", ["sqrt_atoms", "atoms", "none"])
+@pytest.mark.parametrize("prior", ["algebraic", "exponential"])
+def test_exact_recovery_any_scaling_and_prior(cho_truth, scaling, prior):
+    """Row scalings and priors change the regularisation, not the noise-free minimiser."""
+    model = cho_truth.regressor(energy_weight_scaling=scaling, prior=prior, alpha=1e-14).fit(cho_truth.train)
+    cho_truth.check_predictions(model, 1e-8, 1e-7)
+
+
+def test_e0_auto_is_least_squares_on_counts(cho_truth):
+    """The documented rule: ``e0="auto"`` = least squares of the energies on element counts."""
+    model = cho_truth.regressor(e0="auto").fit(cho_truth.train)
+    elements = model.descriptor_.elements_
+    expected = np.linalg.lstsq(counts_of(cho_truth.train, elements), cho_truth.E, rcond=None)[0]
+    np.testing.assert_allclose([model.e0_[el] for el in elements], expected, rtol=1e-12)
+
+
+def test_e0_none_is_zero(carbon_truth):
+    model = carbon_truth.regressor(e0=None, force_weight=1.0).fit(carbon_truth.train)
+    assert model.e0_ == {"C": 0.0}
+
+
+@pytest.mark.parametrize("design_limit", [BIG, 0], ids=["design", "gram"])
+def test_exact_recovery_e0_auto_multi_composition(cho_truth, design_limit):
+    """Noise-free data that the model class represents exactly, with varied compositions:
+    ``e0="auto"`` should still reproduce it (the reference energies and the coefficients are
+    both determined by the data). Fails when E0 is fixed from a counts-only regression
+    *before* the features are fitted, which leaves energies and forces inconsistent."""
+    model = cho_truth.regressor(e0="auto", design_limit=design_limit).fit(cho_truth.train)
+    cho_truth.check_predictions(model, 1e-8, 1e-7)
+
+
+def test_gcv_and_bayesian_recover_noise_free_data(cho_truth):
+    for solver in ("gcv", "bayesian"):
+        model = cho_truth.regressor(solver=solver).fit(cho_truth.train)
+        cho_truth.check_predictions(model, 1e-6, 1e-5)
+
+
+# ======================================================================
+# the regularised solution against explicit linear algebra
+# ======================================================================
+def weighted_design(model, structures, energy_weight=30.0, force_weight=1.0):
+    """The rows the regressor minimises (weights, sqrt(N) scaling, E0 moved to the targets),
+    over the standardised coefficients ``d = scale_ * c``."""
+    d = model.descriptor_
+    n = np.array([len(a) for a in structures], float)
+    w = np.array([a.info.get("weight", 1.0) for a in structures], float)
+    escale = w / np.sqrt(n)
+    E = np.array([a.info["energy"] for a in structures])
+    F = np.concatenate([a.arrays["forces"] for a in structures])
+    e0 = np.array([model.e0_[el] for el in d.elements_])
+    B = d.transform(structures)
+    G = d.transform_gradient(structures)
+    aw = np.repeat(w, n.astype(int))
+    XE = energy_weight * escale[:, None] * B
+    yE = energy_weight * escale * (E - counts_of(structures, d.elements_) @ e0)
+    XF = -force_weight * (G * aw[:, None, None]).reshape(-1, d.n_features_out_)
+    yF = force_weight * (F * aw[:, None]).ravel()
+    X = np.vstack([XE, XF])
+    return X, np.concatenate([yE, yF])
+
+
+@pytest.fixture(scope="module")
+def noisy_cho(cho_truth):
+    rng = np.random.default_rng(5)
+    train = [a.copy() for a in cho_truth.train[:30]]
+    for a in train:
+        a.info["energy"] += rng.normal(scale=0.02)
+        a.arrays["forces"] = a.arrays["forces"] + rng.normal(scale=0.05, size=(len(a), 3))
+    return train
+
+
+@pytest.mark.parametrize("design_limit", [BIG, 0], ids=["design", "gram"])
+@pytest.mark.parametrize("prior", ["algebraic", "none"])
+def test_ridge_matches_normal_equations(noisy_cho, design_limit, prior):
+    alpha = 1e-3
+    model = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=alpha, prior=prior, prior_order=2.0,
+                         design_limit=design_limit).fit(noisy_cho)
+    X, y = weighted_design(model, noisy_cho)
+    gamma = smoothness_prior(model.descriptor_.basis_.features, prior, 2.0)
+    np.testing.assert_allclose(model.scale_, gamma * np.linalg.norm(X, axis=0), rtol=1e-8)
+    S = np.diag(model.scale_**2)
+    coef = np.linalg.solve(X.T @ X + alpha * S, X.T @ y)
+    np.testing.assert_allclose(model.coef_, coef, rtol=0, atol=1e-6 * np.abs(coef).max())
+    assert model.alpha_ == alpha
+
+
+def gaussian_log_evidence(X, y, a, beta):
+    """log N(y | 0, I / beta + X X^T / a), computed directly."""
+    C = np.eye(len(y)) / beta + X @ X.T / a
+    sign, logdet = np.linalg.slogdet(C)
+    assert sign > 0
+    return -0.5 * (logdet + y @ np.linalg.solve(C, y) + len(y) * np.log(2 * np.pi))
+
+
+@pytest.mark.parametrize("design_limit", [BIG, 0], ids=["design", "gram"])
+def test_bayesian_evidence_posterior_and_std_match_explicit(noisy_cho, cho_truth, design_limit):
+    model = ACERegressor(ACETransformer(**KW), solver="bayesian", design_limit=design_limit).fit(noisy_cho)
+    X, y = weighted_design(model, noisy_cho)
+    Xs = X / model.scale_
+    beta = model.beta_
+    a = model.alpha_ * beta
+    # the reported evidence is the Gaussian marginal likelihood ...
+    logev = gaussian_log_evidence(Xs, y, a, beta)
+    assert model.log_evidence_ == pytest.approx(logev, rel=1e-8, abs=1e-6)
+    # ... at a maximum over (a, beta)
+    for fa, fb in ((1.2, 1), (1 / 1.2, 1), (1, 1.2), (1, 1 / 1.2)):
+        assert gaussian_log_evidence(Xs, y, a * fa, beta * fb) < logev
+    # posterior mean
+    H = a * np.eye(Xs.shape[1]) + beta * Xs.T @ Xs
+    d = beta * np.linalg.solve(H, Xs.T @ y)
+    np.testing.assert_allclose(model.coef_ * model.scale_, d, rtol=0, atol=1e-6 * np.abs(d).max())
+    # predictive std = posterior variance of the energy + noise of an energy row
+    Xq = cho_truth.test + noisy_cho[:3]
+    x = model.descriptor_.transform(Xq) / model.scale_
+    var = np.einsum("ij,ij->i", x, np.linalg.solve(H, x.T).T)
+    n = np.array([len(s) for s in Xq])
+    noise = n / (beta * 30.0**2)
+    E, std = model.predict(Xq, return_std=True)
+    np.testing.assert_array_equal(E, model.predict(Xq))
+    np.testing.assert_allclose(std, np.sqrt(var + noise), rtol=1e-6)
+
+
+# ======================================================================
+# solvers, uncertainty, regularisation path
+# ======================================================================
+@pytest.mark.parametrize("solver", ["bayesian", "gcv", "ridge", "ard"])
+def test_solvers_fit(noisy_cho, cho_truth, solver):
+    model = ACERegressor(ACETransformer(**KW), solver=solver, alpha=1e-6).fit(noisy_cho)
+    assert model.coef_.shape == (model.n_features_,)
+    assert np.all(np.isfinite(model.coef_))
+    assert np.isfinite(model.alpha_) and model.alpha_ >= 0
+    if solver == "ridge":
+        assert model.alpha_ == 1e-6
+    # noise 0.05 eV/Å on forces: the fit must get close to it on the training set
+    E, F = model.predict_energy_forces(noisy_cho)
+    F_true = np.concatenate([a.arrays["forces"] for a in noisy_cho])
+    assert np.sqrt(np.mean((F - F_true) ** 2)) < 0.1
+    # and generalise to the noise-free test set of the same truth
+    Et, Ft = model.predict_energy_forces(cho_truth.test)
+    assert np.sqrt(np.mean((Ft - cho_truth.Ft) ** 2)) < 0.1 * np.sqrt(np.mean(cho_truth.Ft**2))
+
+
+def test_ard_prunes_and_gives_std(noisy_cho):
+    model = ACERegressor(ACETransformer(**KW), solver="ard").fit(noisy_cho)
+    pruned = ~np.isfinite(model.ard_precision_)
+    assert np.all(model.coef_[pruned] == 0)
+    E, std = model.predict(noisy_cho[:4], return_std=True)
+    assert np.all(np.isfinite(std)) and np.all(std > 0)
+
+
+def far_structures(structures):
+    """The same molecules squeezed to 80%: outside the training distribution."""
+    out = []
+    for a in structures:
+        b = a.copy()
+        b.positions = b.positions.mean(0) + 0.8 * (b.positions - b.positions.mean(0))
+        out.append(b)
+    return out
+
+
+def test_return_std_bayesian(noisy_cho):
+    model = ACERegressor(ACETransformer(**KW), solver="bayesian").fit(noisy_cho)
+    E, std = model.predict(noisy_cho, return_std=True)
+    assert E.shape == std.shape == (len(noisy_cho),)
+    assert np.all(std > 0)
+    _, std_far = model.predict(far_structures(noisy_cho), return_std=True)
+    assert np.median(std_far) > 3 * np.median(std)
+
+
+@pytest.mark.parametrize("solver", ["ridge", "gcv"])
+def test_return_std_needs_bayesian(noisy_cho, solver):
+    model = ACERegressor(ACETransformer(**KW), solver=solver).fit(noisy_cho)
+    with pytest.raises(ValueError, match="return_std"):
+        model.predict(noisy_cho[:2], return_std=True)
+
+
+def test_regularization_path(noisy_cho):
+    model = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-4).fit(noisy_cho)
+    alphas = np.logspace(-10, 2, 7)
+    path = model.regularization_path(alphas)
+    assert isinstance(path, pd.DataFrame)
+    assert list(path.columns) == ["alpha", "rss", "dof", "gcv"]
+    np.testing.assert_allclose(path["alpha"], alphas)
+    assert np.all(np.diff(path["rss"]) >= -1e-12 * path["rss"].max())
+    assert np.all(np.diff(path["dof"]) <= 1e-9)
+    assert 0 < path["dof"].iloc[-1] < path["dof"].iloc[0] <= model.n_features_ + 1e-9
+    # rss at the fitted alpha = the weighted training residual
+    X, y = weighted_design(model, noisy_cho)
+    at = model.regularization_path([1e-4])
+    assert at["rss"].iloc[0] == pytest.approx(np.sum((X @ model.coef_ - y) ** 2), rel=1e-6)
+    ard = ACERegressor(ACETransformer(**KW), solver="ard").fit(noisy_cho)
+    with pytest.raises(ValueError, match="regularization_path"):
+        ard.regularization_path(alphas)
+
+
+# ======================================================================
+# energies, forces, stress, atomic energies of the fitted potential
+# ======================================================================
+@pytest.fixture(scope="module")
+def mixed_model(cho_truth):
+    """A model with non-trivial coefficients on H, C and O, fitted to molecules and cells."""
+    rng = np.random.default_rng(21)
+    cells = [random_cell(rng, int(rng.integers(4, 7)), pool=("H", "C", "O"), a=3.6) for _ in range(8)]
+    for a in cells:
+        a.info["energy"] = float(rng.normal(-2000, 5))
+        a.arrays["forces"] = rng.normal(scale=0.5, size=(len(a), 3))
+    return ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-3).fit(cho_truth.train[:20] + cells)
+
+
+def numerical_forces(model, atoms, h=1e-4):
+    F = np.zeros((len(atoms), 3))
+    for i in range(len(atoms)):
+        for a in range(3):
+            e = []
+            for s in (1, -1):
+                b = atoms.copy()
+                b.positions[i, a] += s * h
+                e.append(model.predict([b])[0])
+            F[i, a] = -(e[0] - e[1]) / (2 * h)
+    return F
+
+
+def numerical_stress(model, atoms, h=1e-5):
+    W = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            e = []
+            for s in (1, -1):
+                eps = np.eye(3)
+                eps[i, j] += s * h
+                b = atoms.copy()
+                b.set_cell(atoms.cell.array @ eps.T, scale_atoms=False)
+                b.positions = atoms.positions @ eps.T
+                e.append(model.predict([b])[0])
+            W[i, j] = (e[0] - e[1]) / (2 * h)
+    W /= atoms.get_volume()
+    return np.array([W[0, 0], W[1, 1], W[2, 2], W[1, 2], W[0, 2], W[0, 1]]), W
+
+
+def molecule_and_cell():
+    rng = np.random.default_rng(31)
+    mol = random_cluster(rng, 8)
+    cell = random_cell(rng, 6, pool=("H", "C", "O"), a=3.6)
+    return mol, cell
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["molecule", "periodic"])
+def test_forces_are_minus_energy_gradient(mixed_model, which):
+    atoms = molecule_and_cell()[which]
+    F = mixed_model.predict_forces([atoms])
+    F_num = numerical_forces(mixed_model, atoms)
+    assert np.abs(F).max() > 0.1  # not trivially zero
+    np.testing.assert_allclose(F, F_num, rtol=0, atol=1e-6 * max(1.0, np.abs(F).max()))
+    # a rigid translation changes nothing; the forces of an isolated system sum to zero
+    np.testing.assert_allclose(F.sum(axis=0), 0, atol=1e-9 * np.abs(F).max())
+
+
+def test_stress_is_strain_derivative(mixed_model):
+    cell = molecule_and_cell()[1]
+    stress = mixed_model.predict_stress([cell])
+    assert stress.shape == (1, 6)
+    voigt, W = numerical_stress(mixed_model, cell)
+    np.testing.assert_allclose(W, W.T, atol=1e-6 * np.abs(W).max())  # rotation invariance
+    np.testing.assert_allclose(stress[0], voigt, rtol=0, atol=1e-6 * max(np.abs(voigt).max(), 1e-3))
+
+
+def test_stress_needs_periodic_cell(mixed_model):
+    mol, cell = molecule_and_cell()
+    slab = cell.copy()
+    slab.pbc = [True, True, False]
+    for bad in (mol, slab):
+        with pytest.raises(ValueError, match="periodic"):
+            mixed_model.predict_stress([cell, bad])
+
+
+def test_energy_forces_and_atomic_energies_consistent(mixed_model, cho_truth):
+    X = list(molecule_and_cell()) + cho_truth.test[:3]
+    E = mixed_model.predict(X)
+    F = mixed_model.predict_forces(X)
+    E2, F2 = mixed_model.predict_energy_forces(X)
+    np.testing.assert_allclose(E2, E, rtol=1e-14)
+    np.testing.assert_allclose(F2, F, rtol=0, atol=1e-12 * np.abs(F).max())
+    ea = mixed_model.predict_atomic_energies(X)
+    assert ea.shape == (sum(len(a) for a in X),)
+    bounds = np.cumsum([0] + [len(a) for a in X])
+    np.testing.assert_allclose([ea[i:j].sum() for i, j in zip(bounds[:-1], bounds[1:])], E, rtol=1e-13)
+    # atomic energies = E0 + c . B_i (per-atom features)
+    d = mixed_model.descriptor_
+    per_atom = clone(d).set_params(per_atom=True).fit(X)
+    assert per_atom.elements_ == d.elements_
+    e0 = np.array([mixed_model.e0_[el] for el in d.elements_])
+    species = np.array([d.elements_.index(s) for a in X for s in a.get_chemical_symbols()])
+    np.testing.assert_allclose(ea, per_atom.transform(X) @ mixed_model.coef_ + e0[species], rtol=1e-12)
+
+
+def test_supercell_consistency(mixed_model):
+    cell = molecule_and_cell()[1]
+    big = cell.repeat((2, 2, 2))
+    E, F = mixed_model.predict_energy_forces([cell])
+    Eb, Fb = mixed_model.predict_energy_forces([big])
+    assert Eb[0] == pytest.approx(8 * E[0], rel=1e-12)
+    np.testing.assert_allclose(Fb, np.tile(F, (8, 1)), rtol=0, atol=1e-10 * np.abs(F).max())
+    np.testing.assert_allclose(mixed_model.predict_stress([big]), mixed_model.predict_stress([cell]),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mixed_model.predict_atomic_energies([big]),
+                               np.tile(mixed_model.predict_atomic_energies([cell]), 8), rtol=1e-12)
+
+
+def test_batch_order_and_large_molecule(mixed_model, cho_truth):
+    """A batch mixing cells, small molecules and a > 256-atom molecule (another neighbour
+    search) gives each structure what it gets alone; the large molecule is made of
+    well-separated copies of small ones, so its energy is their sum."""
+    rng = np.random.default_rng(41)
+    pieces = [random_cluster(rng, 8) for _ in range(36)]
+    grid = np.array([(i, j, k) for i in range(4) for j in range(3) for k in range(3)], float) * 8.0
+    large = Atoms()
+    for p, g in zip(pieces, grid):
+        q = p.copy()
+        q.positions += g
+        large += q
+    assert len(large) > 256
+    mol, cell = molecule_and_cell()
+    X = [cell, mol, large, cho_truth.test[0], cell.repeat((2, 1, 1))]
+    E, F = mixed_model.predict_energy_forces(X)
+    ea = mixed_model.predict_atomic_energies(X)
+    a0 = 0
+    for k, atoms in enumerate(X):
+        e1, f1 = mixed_model.predict_energy_forces([atoms])
+        assert E[k] == pytest.approx(e1[0], rel=1e-13)
+        np.testing.assert_allclose(F[a0:a0 + len(atoms)], f1, rtol=0, atol=1e-12 * max(1, np.abs(f1).max()))
+        np.testing.assert_allclose(ea[a0:a0 + len(atoms)], mixed_model.predict_atomic_energies([atoms]),
+                                   rtol=1e-13)
+        a0 += len(atoms)
+    Ep, Fp = mixed_model.predict_energy_forces(pieces)
+    assert E[2] == pytest.approx(Ep.sum(), rel=1e-12)
+    np.testing.assert_allclose(F[len(cell) + len(mol):len(cell) + len(mol) + len(large)], Fp,
+                               rtol=0, atol=1e-10 * np.abs(Fp).max())
+
+
+def test_isolated_atoms_have_reference_energy(mixed_model):
+    X = [Atoms("H"), Atoms("O"), Atoms("CH", positions=[[0, 0, 0], [0, 0, 5.0]])]
+    E, F = mixed_model.predict_energy_forces(X)
+    e0 = mixed_model.e0_
+    np.testing.assert_allclose(E, [e0["H"], e0["O"], e0["C"] + e0["H"]], rtol=1e-14)
+    assert np.all(F == 0)
+
+
+# ======================================================================
+# scikit-learn interface
+# ======================================================================
+@pytest.fixture(scope="module")
+def ethanol():
+    return load_sample(n=24), load_sample("test", n=12)
+
+
+def energies_of(X):
+    return np.array([a.info["energy"] for a in X])
+
+
+def test_pipeline_with_sklearn_ridge(ethanol):
+    train, test = ethanol
+    y = energies_of(train)
+    pipe = make_pipeline(ACETransformer(**KW), Ridge(alpha=1e-8)).fit(train, y)
+    pred = pipe.predict(test)
+    assert pred.shape == (len(test),)
+    B = ACETransformer(**KW).fit(train).transform(train)
+    manual = Ridge(alpha=1e-8).fit(B, y)
+    np.testing.assert_allclose(pred, manual.predict(ACETransformer(**KW).fit(train).transform(test)), rtol=1e-10)
+    assert pipe.score(train, y) > 0.9
+
+
+def test_grid_search_with_scorers(ethanol):
+    train, _ = ethanol
+    search = GridSearchCV(
+        ACERegressor(ACETransformer(**KW), solver="ridge"),
+        {"alpha": [1e-8, 1e-3], "descriptor__max_degree": [4, 5]},
+        scoring=SCORERS, refit="force_mae", cv=2, n_jobs=2,
+    ).fit(train[:16])
+    res = search.cv_results_
+    for name in SCORERS:
+        scores = res[f"mean_test_{name}"]
+        assert scores.shape == (4,) and np.all(np.isfinite(scores)) and np.all(scores < 0)
+    assert search.best_index_ == int(np.argmax(res["mean_test_force_mae"]))
+    best = search.best_estimator_
+    assert best.descriptor_.max_degree == search.best_params_["descriptor__max_degree"]
+    assert best.alpha_ == search.best_params_["alpha"]
+    assert np.all(np.isfinite(search.predict(train[:3])))
+
+
+def test_params_clone_set_params():
+    desc = ACETransformer(**KW)
+    model = ACERegressor(desc, solver="ridge", alpha=1e-5)
+    params = model.get_params()
+    assert params["descriptor__max_degree"] == KW["max_degree"] and params["alpha"] == 1e-5
+    model.set_params(descriptor__max_degree=4, alpha=1e-3)
+    assert model.descriptor.max_degree == 4 and model.alpha == 1e-3
+    c = clone(model)
+    assert c.descriptor is not model.descriptor
+    assert c.get_params()["descriptor__max_degree"] == 4
+    assert not hasattr(c, "coef_")
+    with pytest.raises(NotFittedError):
+        c.predict([Atoms("H")])
+
+
+def test_invalid_params_rejected(ethanol):
+    train, _ = ethanol
+    for bad in (dict(solver="lasso"), dict(alpha=-1.0), dict(prior="gaussian"), dict(energy_weight_scaling="n"),
+                dict(e0="mean")):
+        with pytest.raises(ValueError):
+            ACERegressor(ACETransformer(**KW), **bad).fit(train[:4])
+
+
+def test_pickle_and_joblib_round_trip(ethanol, tmp_path):
+    train, test = ethanol
+    model = ACERegressor(ACETransformer(**KW), solver="bayesian").fit(train)
+    E, std = model.predict(test, return_std=True)
+    F = model.predict_forces(test)
+    path = tmp_path / "model.joblib"
+    joblib.dump(model, path)
+    for other in (pickle.loads(pickle.dumps(model)), joblib.load(path)):
+        E2, std2 = other.predict(test, return_std=True)
+        assert np.array_equal(E2, E) and np.array_equal(std2, std)
+        assert np.array_equal(other.predict_forces(test), F)
+        assert other.get_params()["descriptor__cutoff"] == KW["cutoff"]
+
+
+def test_fit_with_y_is_energy_only(ethanol):
+    train, test = ethanol
+    y = energies_of(train)
+    bare = [Atoms(a.numbers, a.positions) for a in train]  # no stored targets at all
+    m1 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-6).fit(bare, y)
+    m2 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-6, force_weight=0.0).fit(train)
+    m3 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-6).fit(train)
+    np.testing.assert_allclose(m1.coef_, m2.coef_, rtol=1e-9, atol=1e-12 * np.abs(m2.coef_).max())
+    assert not np.allclose(m1.coef_, m3.coef_)
+    assert m1.score(bare, y) > 0.99
+    with pytest.raises(ValueError, match="energies"):
+        ACERegressor(ACETransformer(**KW)).fit(bare, y[:-1])
+    with pytest.raises(ValueError, match="NaN"):
+        ACERegressor(ACETransformer(**KW)).fit(bare, np.where(np.arange(len(y)) == 2, np.nan, y))
+
+
+def test_weights_change_the_fit(noisy_cho):
+    X = [a.copy() for a in noisy_cho]
+    base = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-4, e0=dict(E0)).fit(X)
+    X[0].info["weight"] = 5.0
+    heavy = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-4, e0=dict(E0)).fit(X)
+    assert not np.allclose(base.coef_, heavy.coef_)
+    # the up-weighted structure is fitted better
+    err = lambda m: np.abs(m.predict_forces([X[0]]) - X[0].arrays["forces"]).mean()  # noqa: E731
+    assert err(heavy) < err(base)
+    X[0].info["weight"] = -1.0
+    with pytest.raises(ValueError, match="weight"):
+        ACERegressor(ACETransformer(**KW), e0=dict(E0)).fit(X)
+
+
+@pytest.mark.parametrize("e0", ["dict", "auto"])
+def test_zero_weight_equals_fit_without_structure(noisy_cho, e0):
+    X = [a.copy() for a in noisy_cho]
+    # make the dropped structures outliers, so that including them would show
+    for k in (0, 5):
+        X[k].info["weight"] = 0.0
+        X[k].info["energy"] += 50.0
+        X[k].arrays["forces"] = X[k].arrays["forces"] + 5.0
+    keep = [a for k, a in enumerate(X) if k not in (0, 5)]
+    e0v = dict(E0) if e0 == "dict" else "auto"
+    kw = dict(solver="ridge", alpha=1e-5, e0=e0v)
+    with_zero = ACERegressor(ACETransformer(**KW), **kw).fit(X)
+    subset = ACERegressor(ACETransformer(**KW), **kw).fit(keep)
+    for el in subset.e0_:
+        assert with_zero.e0_[el] == pytest.approx(subset.e0_[el], abs=1e-9)
+    np.testing.assert_allclose(with_zero.predict(keep), subset.predict(keep), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(with_zero.coef_, subset.coef_, rtol=0, atol=1e-6 * np.abs(subset.coef_).max())
+
+
+# ======================================================================
+# the assembly cache
+# ======================================================================
+@pytest.fixture
+def count_assembly(monkeypatch):
+    calls = []
+    original = skace.regressor.assemble
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(skace.regressor, "assemble", counting)
+    monkeypatch.setattr(skace.fitting, "assemble", counting)
+    skace.fitting.SYSTEM_CACHE.clear()
+    skace.fitting.SPECTRUM_CACHE.clear()
+    return calls
+
+
+def test_cache_reused_when_only_regression_params_change(ethanol, count_assembly):
+    train, _ = ethanol
+    X = train[:16]
+    t0 = time.perf_counter()
+    m1 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-6).fit(X)
+    first = time.perf_counter() - t0
+    assert len(count_assembly) == 1
+    t0 = time.perf_counter()
+    m2 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-3).fit(X)
+    second = time.perf_counter() - t0
+    assert len(count_assembly) == 1, "a fit that changes only alpha re-assembled the system"
+    assert second < first
+    for kw in (dict(energy_weight=3.0), dict(force_weight=2.0), dict(prior="none"), dict(solver="bayesian"),
+               dict(e0=dict(E0)), dict(solver="gcv")):
+        ACERegressor(ACETransformer(**KW), **kw).fit(X)
+    assert len(count_assembly) == 1
+    # the cached system gives the same answer as a fresh assembly
+    m3 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-3, cache=False).fit(X)
+    assert len(count_assembly) == 2
+    np.testing.assert_allclose(m3.coef_, m2.coef_, rtol=1e-10, atol=1e-12 * np.abs(m2.coef_).max())
+    assert not np.allclose(m1.coef_, m2.coef_)
+    ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-2, cache=False).fit(X)
+    assert len(count_assembly) == 3
+
+
+def test_cache_invalidated_by_data_and_descriptor_changes(ethanol, count_assembly):
+    train, _ = ethanol
+    X = [a.copy() for a in train[:12]]
+    kw = dict(solver="ridge", alpha=1e-6)
+    ref = ACERegressor(ACETransformer(**KW), **kw).fit(X)
+    n = len(count_assembly)
+    ACERegressor(ACETransformer(**dict(KW, max_degree=4)), **kw).fit(X)
+    assert len(count_assembly) == n + 1
+    # in-place edits of targets, positions and weights must not reuse a stale system
+    X[3].info["energy"] += 1.0
+    m = ACERegressor(ACETransformer(**KW), **kw).fit(X)
+    assert len(count_assembly) == n + 2
+    assert not np.allclose(m.coef_, ref.coef_)
+    X[3].arrays["forces"][0, 0] += 1.0
+    ACERegressor(ACETransformer(**KW), **kw).fit(X)
+    assert len(count_assembly) == n + 3
+    X[4].positions[0, 0] += 0.01
+    ACERegressor(ACETransformer(**KW), **kw).fit(X)
+    assert len(count_assembly) == n + 4
+    X[5].info["weight"] = 2.0
+    ACERegressor(ACETransformer(**KW), **kw).fit(X)
+    assert len(count_assembly) == n + 5
+    y = energies_of(X)
+    ACERegressor(ACETransformer(**KW), **kw).fit(X, y)
+    ACERegressor(ACETransformer(**KW), **kw).fit(X, y + 1.0)
+    assert len(count_assembly) == n + 7
+
+
+# ======================================================================
+# bad input
+# ======================================================================
+def _bad(kind):
+    X = [a.copy() for a in load_sample(n=4)]
+    for a, b in zip(X, load_sample(n=4)):
+        a.info["energy"] = b.info["energy"]
+    if kind == "missing energy":
+        del X[2].info["energy"]
+        return X, r"missing energy.*X\[2\]"
+    if kind == "missing forces":
+        del X[1].arrays["forces"]
+        return X, r"missing forces.*X\[1\]"
+    if kind == "forces shape":
+        X[3].arrays["forces"] = np.zeros((len(X[3]), 2))
+        return X, r"forces of X\[3\] have shape"
+    if kind == "nan forces":
+        X[0].arrays["forces"][4, 1] = np.nan
+        return X, r"forces of X\[0\].*NaN"
+    if kind == "nan energy":
+        X[0].info["energy"] = np.nan
+        return X, r"energy of X\[0\].*NaN"
+    if kind == "text energy":
+        X[0].info["energy"] = "abc"
+        return X, r"energy of X\[0\] is not a number"
+    if kind == "nan positions":
+        X[2].positions[1, 0] = np.nan
+        return X, r"X\[2\].*NaN.*positions"
+    if kind == "empty":
+        return [], "empty"
+    if kind == "overlap":
+        X[1].positions[1] = X[1].positions[0]
+        return X, r"overlapping atoms in X\[1\]"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing energy", "missing forces", "forces shape", "nan forces",
+                                  "nan energy", "text energy", "nan positions", "empty", "overlap"])
+def test_bad_training_input(kind):
+    X, message = _bad(kind)
+    with pytest.raises(ValueError, match=message):
+        ACERegressor(ACETransformer(**KW), cache=False).fit(X)
+
+
+def test_not_atoms_is_type_error():
+    with pytest.raises(TypeError, match="ase.Atoms"):
+        ACERegressor(ACETransformer(**KW)).fit([np.zeros((3, 3))])
+
+
+def test_unknown_element_at_predict_time(mixed_model):
+    mol = molecule_and_cell()[0]
+    mol[0].symbol = "N"
+    for method in (mixed_model.predict, mixed_model.predict_forces, mixed_model.predict_atomic_energies,
+                   mixed_model.predict_energy_forces):
+        with pytest.raises(ValueError, match=r"unknown element 'N'"):
+            method([molecule_and_cell()[1], mol])
+
+
+def test_predict_empty_and_nan(mixed_model):
+    with pytest.raises(ValueError, match="empty"):
+        mixed_model.predict([])
+    mol = molecule_and_cell()[0]
+    mol.positions[0, 0] = np.inf
+    with pytest.raises(ValueError, match="positions"):
+        mixed_model.predict_forces([mol])
+
+
+def test_e0_dict_missing_element(ethanol):
+    train, _ = ethanol
+    with pytest.raises(ValueError, match=r"e0.*'O'"):
+        ACERegressor(ACETransformer(**KW), e0={"H": -13.6, "C": -1030.0}).fit(train[:4])
