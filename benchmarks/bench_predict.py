@@ -335,22 +335,22 @@ def main(argv=None) -> int:
                      "timing": "best of --repeat passes over all structures, after a warm-up"},
     }
 
-    skace_cases = []
+    # each skace size is followed at once by its matched pyace basis, so that the
+    # two timings of a ratio see the same load on a shared machine
+    skace_cases: List[dict] = []
+    pyace_entries: List[dict] = []  # one per skace case
+    unavailable: Optional[dict] = ({"skipped": True, "reason": "--skip-pyace"}
+                                   if args.skip_pyace else None)
     for degree in degrees:
         _log(f"skace nu=4 D={degree}")
-        skace_cases.append(skace_case(degree, structures, fit_structures, args))
-    result["skace"] = skace_cases
-
-    pyace_entries: List[dict] = []  # one per skace case
-    unavailable: Optional[dict] = {"skipped": True, "reason": "--skip-pyace"} \
-        if args.skip_pyace else None
-    for case in skace_cases:
+        case = skace_case(degree, structures, fit_structures, args)
+        skace_cases.append(case)
         target = min(case["n_features_per_element"].values())
         entry: dict = {"matched_to_skace_n_features_per_element": target}
         if unavailable is not None:
             pyace_entries.append({**entry, **unavailable})
             continue
-        _log(f"pyace matched to skace D={case['max_degree']} ({target} per element)")
+        _log(f"pyace matched to skace D={degree} ({target} per element)")
         try:
             entry.update(pyace_case(structures, target, args.cutoff, args.repeat,
                                     not args.no_check))
@@ -359,6 +359,7 @@ def main(argv=None) -> int:
             if isinstance(exc, peers.PeerUnavailable):
                 unavailable = bt._skipped(exc)
         pyace_entries.append(entry)
+    result["skace"] = skace_cases
     result["pyace"] = pyace_entries
     result["ratios"] = {
         "pyace_over_skace": ratios(skace_cases, pyace_entries),

@@ -31,10 +31,13 @@ class ACECalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model, **kwargs):
-        if not hasattr(model, "_evaluate"):
-            from .io import load
+        from sklearn.utils.validation import check_is_fitted
 
-            model = load(model)
+        if not hasattr(model, "_evaluate"):
+            from .io import load_potential
+
+            model = load_potential(model)
+        check_is_fitted(model, "coef_")
         self.model = model
         super().__init__(**kwargs)
 

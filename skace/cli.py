@@ -44,6 +44,13 @@ def read_structures(spec, energy_key="energy", forces_key="forces", limit=None):
     return structures
 
 
+def _non_negative(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _degree(text):
     values = [float(v) for v in text.split(",")]
     return values[0] if len(values) == 1 else values
@@ -97,10 +104,10 @@ def cmd_fit(args):
 
 
 def cmd_evaluate(args):
-    from .io import load
+    from .io import load_potential
     from .metrics import evaluate
 
-    model = load(args.model)
+    model = load_potential(args.model)
     data = read_structures(args.data, model.energy_key, model.forces_key)
     print(_error_table([(("data"), len(data), evaluate(model, data))]))
     return 0
@@ -128,7 +135,10 @@ def cmd_md(args):
     import ase.io
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    try:  # ASE >= 3.29
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
     from .calculator import ACECalculator
@@ -136,10 +146,10 @@ def cmd_md(args):
     calc = ACECalculator(args.model)
     atoms = read_structures(args.structure)[args.index]
     atoms.calc = calc
-    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(args.seed))
+    thermalize_momenta(atoms, temperature_K=args.temperature, rng=np.random.default_rng(args.seed))
     if args.thermostat == "langevin":
         dyn = Langevin(atoms, args.timestep * units.fs, temperature_K=args.temperature, friction=0.01,
-                       trajectory=args.trajectory)
+                       fixcm=False, rng=np.random.default_rng(args.seed), trajectory=args.trajectory)
     else:
         dyn = VelocityVerlet(atoms, args.timestep * units.fs, trajectory=args.trajectory)
     e_start = atoms.get_total_energy()
@@ -147,8 +157,8 @@ def cmd_md(args):
     dyn.run(args.steps)
     elapsed = time.perf_counter() - t0
     e_end = atoms.get_total_energy()
-    print(f"{args.steps} steps of {args.timestep} fs ({args.thermostat}) in {elapsed:.1f} s "
-          f"({1e6 * elapsed / args.steps / len(atoms):.1f} µs/atom/step)")
+    rate = f" ({1e6 * elapsed / args.steps / len(atoms):.1f} µs/atom/step)" if args.steps else ""
+    print(f"{args.steps} steps of {args.timestep} fs ({args.thermostat}) in {elapsed:.1f} s{rate}")
     print(f"total energy {e_start:.6f} -> {e_end:.6f} eV (drift {1000 * (e_end - e_start):.3f} meV)")
     if args.trajectory:
         print(f"trajectory written to {args.trajectory}")
@@ -197,7 +207,7 @@ def build_parser():
     p.add_argument("model")
     p.add_argument("structure", help="starting structure (DATA; the first one unless --index)")
     p.add_argument("--index", type=int, default=0)
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=_non_negative, default=200)
     p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
     p.add_argument("--temperature", type=float, default=300.0, help="K, initial velocities and Langevin")
     p.add_argument("--thermostat", default="nve", choices=["nve", "langevin"])

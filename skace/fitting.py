@@ -97,45 +97,51 @@ class LinearSystem:
     mF: int
     n_features: int
 
-    def combine(self, energy_weight, force_weight, e0, prior, use_design):
-        """Spectral form of the weighted fit over the features, with E0 fixed.
+    def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False):
+        """Spectral form of the weighted fit, E0 subtracted (and refined jointly if ``joint_e0``).
 
-        Columns are divided by ``scale = prior * norm``, where ``norm`` is the
-        column's root-sum-square over the weighted rows (1 for empty
-        columns), so the solver sees standardised features: the prior acts on
-        standardised features, and the problem stays well conditioned even
-        when it is only held as a Gram matrix.
+        The unknowns are the feature coefficients, followed, with
+        ``joint_e0``, by corrections to ``e0`` (the element-count columns;
+        ``prior`` then has one entry for each of those too). Columns are
+        divided by ``scale = prior * norm``, where ``norm`` is the column's
+        root-sum-square over the weighted rows (1 for empty columns), so the
+        solver sees standardised features: the prior acts on standardised
+        features, and the problem stays well conditioned even when it is
+        only held as a Gram matrix.
 
         Returns
         -------
         spectrum : Spectrum
             Of the problem in ``d = scale * c``.
-        scale : ndarray (n_features,)
+        scale : ndarray
         """
-        nf = self.n_features
         if use_design and (self.XF is not None or self.mF == 0):
+            nf, nc = self.n_features, self.XE.shape[1] - self.n_features
+            width = nf + nc if joint_e0 else nf
             yE = self.yE - self.XE[:, nf:] @ e0
-            parts = [energy_weight * self.XE[:, :nf]]
+            parts = [energy_weight * self.XE[:, :width]]
             targets = [energy_weight * yE]
             if force_weight > 0 and self.mF:
-                parts.append(force_weight * self.XF)
+                XF = force_weight * self.XF
+                parts.append(np.hstack([XF, np.zeros((len(XF), width - nf))]) if joint_e0 else XF)
                 targets.append(force_weight * self.yF)
             X = np.vstack(parts)
             scale = prior * _safe_norm(np.sqrt(np.einsum("ij,ij->j", X, X)))
             X /= scale
             return Spectrum.from_design(X, np.concatenate(targets)), scale
-        G, b, yy, m = self.gram(energy_weight, force_weight, e0)
+        G, b, yy, m = self.gram(energy_weight, force_weight, e0, joint_e0)
         scale = prior * _safe_norm(np.sqrt(np.diag(G).copy()))
-        for i0 in range(0, nf, 1024):  # in row blocks: no full-size temporaries
+        for i0 in range(0, len(scale), 1024):  # in row blocks: no full-size temporaries
             G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
         return Spectrum.from_gram(G, b / scale, yy, m), scale
 
-    def gram(self, energy_weight, force_weight, e0):
-        """``(G, b, |y|^2, m)`` of the weighted problem over the features, built in blocks."""
+    def gram(self, energy_weight, force_weight, e0, joint_e0=False):
+        """``(G, b, |y|^2, m)`` of the weighted problem (features, then E0 corrections if ``joint_e0``)."""
         nf = self.n_features
+        width = self.XE.shape[1] if joint_e0 else nf
         yE = self.yE - self.XE[:, nf:] @ e0
-        XE = self.XE[:, :nf]
-        G = symmetrize_upper(gram_update(np.zeros((nf, nf)), XE))
+        XE = self.XE[:, :width]
+        G = symmetrize_upper(gram_update(np.zeros((width, width)), XE))
         G *= energy_weight**2
         b = energy_weight**2 * (XE.T @ yE)
         yy = energy_weight**2 * float(yE @ yE)
@@ -145,9 +151,9 @@ class LinearSystem:
             if GF is None:
                 GF = symmetrize_upper(gram_update(np.zeros((nf, nf)), self.XF))
             for i0 in range(0, nf, 1024):  # row blocks: no full-size temporaries
-                G[i0:i0 + 1024] += force_weight**2 * GF[i0:i0 + 1024]
+                G[i0:min(i0 + 1024, nf), :nf] += force_weight**2 * GF[i0:i0 + 1024]
             bF = self.bF if self.XF is None else self.XF.T @ self.yF
-            b += force_weight**2 * bF
+            b[:nf] += force_weight**2 * bF
             yy += force_weight**2 * self.yyF
             m += self.mF
         return G, b, yy, m

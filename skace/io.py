@@ -62,6 +62,15 @@ def save(model, path):
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; give the file the mode a plain open() would
+        # (or keep the mode of the file it replaces)
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -90,7 +99,8 @@ def load(path):
             header = json.loads(line)
         except ValueError:
             raise ModelFileError(f"{path}: damaged header") from None
-        if not isinstance(header, dict) or "format" not in header:
+        if not isinstance(header, dict) or not isinstance(header.get("format"), int) \
+                or isinstance(header.get("format"), bool):
             raise ModelFileError(f"{path}: damaged header")
         if header["format"] > FORMAT_VERSION:
             raise ModelFileError(
@@ -98,8 +108,21 @@ def load(path):
                 f"this skace reads format {FORMAT_VERSION} or older: upgrade skace"
             )
         payload = fh.read()
-    if len(payload) != header.get("size"):
-        raise ModelFileError(f"{path} is truncated: {len(payload)} of {header.get('size')} bytes")
+    size = header.get("size")
+    if len(payload) != size:
+        what = "truncated" if isinstance(size, int) and len(payload) < size else "damaged (wrong size)"
+        raise ModelFileError(f"{path} is {what}: payload has {len(payload)} bytes, header says {size}")
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise ModelFileError(f"{path} is corrupted (checksum mismatch)")
     return pickle.loads(payload)
+
+
+def load_potential(path):
+    """:func:`load` a file that must hold a fitted skace potential (an ``ACERegressor``)."""
+    model = load(path)
+    if not hasattr(model, "predict_energy_forces"):
+        raise ModelFileError(f"{path} holds a {type(model).__name__}, not a skace potential (ACERegressor)")
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(model, "coef_")
+    return model

@@ -1,9 +1,9 @@
 """Regularised least squares in spectral form: ridge paths, Bayesian evidence, ARD.
 
 A least-squares problem ``min ||X c - y||^2 + alpha ||c||^2`` is reduced once
-to its spectral form ``(s^2, V, z, |y|^2, m)``: the squared singular values
-and right singular vectors of ``X``, the projection ``z = U^T y`` of the
-targets on the left singular vectors, and the row count. It comes either from
+to its spectral form ``(s^2, V, V^T X^T y, |y|^2, m)``: the squared singular
+values and right singular vectors of ``X``, the projection of ``X^T y`` on
+them, and the row count. It comes either from
 an SVD of the design (stable: used when the design fits in memory) or from an
 eigendecomposition of the Gram matrix ``X^T X`` (used for tall designs that
 are only ever held as Gram matrices). Every ``alpha`` then costs one
@@ -54,11 +54,16 @@ def symmetrize_upper(G, block=GRAM_BLOCK):
 
 @dataclass
 class Spectrum:
-    """Spectral form of a least-squares problem (see module docstring)."""
+    """Spectral form of a least-squares problem (see module docstring).
 
-    s2: np.ndarray  # squared singular values, descending
+    Kept as ``lam = s^2`` and ``p = V^T X^T y = s z`` so that directions with
+    (numerically) zero ``s`` need no division: every formula below is finite
+    for ``lam = 0``, and the regularisation decides what those directions get.
+    """
+
+    lam: np.ndarray  # squared singular values (eigenvalues of X^T X), >= 0, descending
     V: np.ndarray  # (n, r) right singular vectors
-    z: np.ndarray  # (r,) U^T y
+    p: np.ndarray  # (r,) V^T X^T y
     yy: float  # |y|^2
     m: int  # number of rows
     n: int  # number of unknowns
@@ -67,34 +72,33 @@ class Spectrum:
     def from_design(cls, X, y):
         """By SVD of the design ``X`` (m, n)."""
         U, s, Vt = linalg.svd(X, full_matrices=False, lapack_driver="gesdd", check_finite=False)
-        return cls(s * s, Vt.T, U.T @ y, float(y @ y), X.shape[0], X.shape[1])
+        return cls(s * s, Vt.T, s * (U.T @ y), float(y @ y), X.shape[0], X.shape[1])
 
     @classmethod
     def from_gram(cls, G, b, yy, m):
-        """By eigendecomposition of ``G = X^T X`` with ``b = X^T y``."""
+        """By eigendecomposition of ``G = X^T X`` with ``b = X^T y``.
+
+        All eigenpairs are kept (rounding can make the smallest slightly
+        negative: they are clipped to zero); none is dropped by a threshold,
+        which would act as a hidden regulariser.
+        """
         lam, V = linalg.eigh(G, driver="evd", check_finite=False)
-        lam, V = lam[::-1], V[:, ::-1]
-        tol = max(lam[0], 0.0) * G.shape[0] * np.finfo(float).eps
-        keep = lam > tol
-        lam, V = lam[keep], np.ascontiguousarray(V[:, keep])
-        z = (V.T @ b) / np.sqrt(lam)
-        return cls(lam, V, z, float(yy), int(m), G.shape[0])
+        lam, V = np.maximum(lam[::-1], 0.0), np.ascontiguousarray(V[:, ::-1])
+        return cls(lam, V, V.T @ b, float(yy), int(m), G.shape[0])
 
     # ---- ridge ---------------------------------------------------------
     def ridge(self, alpha):
         """Coefficients minimising ``|X c - y|^2 + alpha |c|^2``."""
-        s = np.sqrt(self.s2)
-        return self.V @ (s * self.z / (self.s2 + alpha))
+        return self.V @ (self.p / (self.lam + alpha))
 
     def residual(self, alpha):
         """``|X c(alpha) - y|^2`` without forming ``X``."""
-        shrink = alpha / (self.s2 + alpha)
-        outside = max(self.yy - float(self.z @ self.z), 0.0)
-        return outside + float(np.sum((self.z * shrink) ** 2))
+        fitted = float(np.sum(self.p**2 * (self.lam + 2 * alpha) / (self.lam + alpha) ** 2))
+        return max(self.yy - fitted, 0.0)
 
     def dof(self, alpha):
         """Effective number of parameters ``sum s^2 / (s^2 + alpha)``."""
-        return float(np.sum(self.s2 / (self.s2 + alpha)))
+        return float(np.sum(self.lam / (self.lam + alpha)))
 
     def gcv(self, alpha):
         """Generalised cross-validation score ``m RSS / (m - dof)^2``."""
@@ -132,7 +136,7 @@ class Spectrum:
         """``log p(y | alpha, beta)`` of the Gaussian linear model."""
         lam = alpha / beta
         c = self.ridge(lam)
-        logdet = float(np.sum(np.log(alpha + beta * self.s2))) + (self.n - self.s2.size) * np.log(alpha)
+        logdet = float(np.sum(np.log(alpha + beta * self.lam))) + (self.n - self.lam.size) * np.log(alpha)
         return 0.5 * (
             self.n * np.log(alpha) + self.m * np.log(beta) - beta * self.residual(lam)
             - alpha * float(c @ c) - logdet - self.m * np.log(2 * np.pi)
@@ -141,7 +145,7 @@ class Spectrum:
     def posterior_factor(self, alpha, beta):
         """``L`` with posterior covariance ``Sigma = L L^T`` on the non-null directions,
         plus the prior variance ``1/alpha`` of the null space (returned second)."""
-        return self.V / np.sqrt(alpha + beta * self.s2), 1.0 / alpha
+        return self.V / np.sqrt(alpha + beta * self.lam), 1.0 / alpha
 
 
 def ard(G, b, yy, m, max_iter=100, tol=1e-4, threshold=1e8):
@@ -213,7 +217,7 @@ class GramSolver:
     bound). With the noise precision profiled out, the log evidence of ridge
     strength ``lam = alpha / beta`` is
 
-    ``n/2 log lam - m/2 log(|y|^2 - b^T mu) - 1/2 log|G + lam I| + const``,
+    ``n/2 log lam - m/2 log(|y|^2 - b^T mu) - 1/2 log|G + lam I| + m/2 (log m - 1 - log 2 pi)``,
 
     ``mu = (G + lam I)^{-1} b``: one factorisation per ``lam``, maximised by a
     bounded scalar search over ``log lam``.
@@ -242,7 +246,8 @@ class GramSolver:
         mu = linalg.cho_solve((c, lower), self.b, check_finite=False)
         misfit = max(self.yy - float(self.b @ mu), 1e-300)  # = RSS + lam |mu|^2
         logdet = 2.0 * float(np.sum(np.log(np.diag(c))))
-        value = 0.5 * self.n * np.log(lam) - 0.5 * self.m * np.log(misfit) - 0.5 * logdet
+        value = (0.5 * self.n * np.log(lam) - 0.5 * self.m * np.log(misfit) - 0.5 * logdet
+                 + 0.5 * self.m * (np.log(self.m) - 1.0 - np.log(2 * np.pi)))
         return value, self.m / misfit
 
     def evidence_search(self, lo=1e-14, hi=1e-1, xatol=0.1):

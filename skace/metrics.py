@@ -59,7 +59,9 @@ def evaluate(model, X, y=None):
     if y is None:
         energies, forces, _ = _targets(model, structures)
     else:
-        energies = np.asarray(y, dtype=float)
+        energies = np.asarray(y, dtype=float).ravel()
+        if energies.shape != (len(structures),):
+            raise ValueError(f"y has {energies.size} energies for {len(structures)} structures")
     n = np.array([len(a) for a in structures])
     if forces is not None and hasattr(model, "predict_energy_forces"):
         E, F = model.predict_energy_forces(structures)  # one pass for both

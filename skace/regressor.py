@@ -40,10 +40,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     energy_weight_scaling : {"sqrt_atoms", "atoms", "none"}, default="sqrt_atoms"
         Divide each energy row by ``sqrt(N)``, ``N`` or nothing.
     e0 : "auto", dict or None, default="auto"
-        Per-element reference energies (eV). "auto": least-squares fit of
-        energies on element counts, minimum-norm when compositions are
-        collinear (single-molecule data: then E0 carries the mean energy);
-        a dict ``{symbol: energy}``; None: zero.
+        Per-element reference energies (eV). "auto": fitted jointly with the
+        ACE coefficients (after a weighted least-squares fit of energies on
+        element counts, minimum-norm when compositions are collinear, is
+        subtracted; for single-molecule data E0 then carries the mean
+        energy); a dict ``{symbol: energy}`` fixes them; None: zero.
     prior : {"algebraic", "exponential", "none"}, default="algebraic"
         Smoothness prior ``Gamma`` (:mod:`skace.maths.priors`).
     prior_order : float, default=2.0
@@ -190,9 +191,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                           self.energy_weight_scaling, self.design_limit,
                           sorted(descriptor.get_params().items(), key=lambda kv: kv[0]),
                           None if y is None else energies.tobytes())
+        escale = energy_row_scale(structures, weights, self.energy_weight_scaling)
         system = SYSTEM_CACHE.get(key) if self.cache else None
         if system is None:
-            escale = energy_row_scale(structures, weights, self.energy_weight_scaling)
             progress, bar = self._progress(len(structures))
             with numba_threads(self.n_jobs):
                 system = assemble(descriptor, structures, energies, forces, escale, weights, len(elements),
@@ -203,12 +204,20 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 SYSTEM_CACHE.put(key, system)
 
         self.descriptor_ = descriptor
-        e0 = self._reference_energies(elements, counts, energies)
-        self.e0_ = {el: float(v) for el, v in zip(elements, e0)}
+        e0 = self._reference_energies(elements, counts, energies, escale)
+        joint = self.e0 == "auto"
         gamma = smoothness_prior(descriptor.basis_.features, self.prior, self.prior_order)
+        if joint:
+            gamma = np.concatenate([gamma, np.ones(len(elements))])
         fw = 0.0 if energy_only else float(self.force_weight)
-        self._solve(system, key, e0, gamma, float(self.energy_weight), fw)
-        self.n_features_ = descriptor.n_features_out_
+        coef = self._solve(system, key, e0, gamma, float(self.energy_weight), fw, joint)
+        nf = descriptor.n_features_out_
+        self.coef_ = coef[:nf]
+        if joint:
+            e0 = e0 + coef[nf:]
+        self.e0_ = {el: float(v) for el, v in zip(elements, e0)}
+        self._joint_e0 = joint
+        self.n_features_ = nf
         self._fold()
         return self
 
@@ -220,7 +229,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         bar = tqdm(total=total, desc="features and gradients", unit="structure")
         return bar.update, bar
 
-    def _reference_energies(self, elements, counts, energies):
+    def _reference_energies(self, elements, counts, energies, row_scale):
         if self.e0 is None:
             return np.zeros(len(elements))
         if isinstance(self.e0, dict):
@@ -228,15 +237,18 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             if missing:
                 raise ValueError(f"e0 has no reference energy for elements {missing}")
             return np.array([float(self.e0[el]) for el in elements])
-        # minimum-norm least squares: well defined even when compositions are collinear
-        return np.linalg.lstsq(counts, energies, rcond=None)[0]
+        # weighted minimum-norm least squares: defined even when compositions are collinear
+        w = row_scale[:, None]
+        return np.linalg.lstsq(counts * w, energies * row_scale, rcond=None)[0]
 
-    def _solve(self, system, key, e0, gamma, energy_weight, force_weight):
+    def _solve(self, system, key, e0, gamma, energy_weight, force_weight, joint):
+        """Coefficients (features, then E0 corrections if ``joint``); sets alpha_, scale_, posterior."""
         use_design = system.XF is not None or system.mF == 0
         self.spectrum_ = None
+        self._posterior = None
         big = not use_design and system.n_features > self.eigen_limit
         if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")):
-            G, b, yy, m = system.gram(energy_weight, force_weight, e0)
+            G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint)
             scale = gamma * np.sqrt(np.maximum(np.diag(G), 0.0))
             scale[scale <= 1e-12 * max(scale.max(initial=0.0), 1e-300)] = 1.0
             for i0 in range(0, len(scale), 1024):
@@ -245,34 +257,30 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             self.scale_ = scale
             if self.solver == "ard":
                 d, a, beta, cov, kept = ard(G, b, yy, m)
-                self.coef_ = d / scale
                 self.alpha_ = float(np.median(a[kept]) / beta) if len(kept) else np.inf
                 self.beta_ = beta
                 self.ard_precision_ = a
                 self._posterior = ("ard", kept, np.linalg.cholesky(cov + 1e-300 * np.eye(len(kept))), None)
-                return
+                return d / scale
             gs = GramSolver(G, b, yy, m)
             del G
             if self.solver == "ridge":
                 lam = float(self.alpha)
-                self._posterior = None
             else:
                 alpha, beta, self.log_evidence_ = gs.evidence_search()
                 lam = alpha / beta
                 self.beta_ = beta
                 self._posterior = ("cholesky", None, gs.factor(lam)[0], beta)
             self.alpha_ = lam
-            self.coef_ = gs.ridge(lam) / scale
-            return
-        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order)
+            return gs.ridge(lam) / scale
+        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order, joint)
         cached = SPECTRUM_CACHE.get(skey) if self.cache else None
         if cached is None:
-            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design)
+            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint)
             if self.cache:
                 SPECTRUM_CACHE.put(skey, cached)
         spec, scale = cached
         self.scale_ = scale
-        self._posterior = None
         if self.solver == "ridge":
             alpha = float(self.alpha)
         elif self.solver == "gcv":
@@ -286,12 +294,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             L, null_var = spec.posterior_factor(a, beta)
             self._posterior = ("bayesian", None, L, (spec.V, null_var))
         self.alpha_ = alpha
-        self.coef_ = spec.ridge(alpha) / scale
         self.spectrum_ = spec
+        return spec.ridge(alpha) / scale
 
     @staticmethod
     def _alpha_grid(spec):
-        top = float(spec.s2[0]) if spec.s2.size else 1.0
+        top = float(spec.lam[0]) if spec.lam.size else 1.0
         return top * np.logspace(-16, 0, 65)
 
     def regularization_path(self, alphas):
@@ -328,6 +336,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     # --------------------------------------------------------- prediction
     def _evaluate(self, structures, forces=True, stress=False):
         """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress."""
+        check_is_fitted(self, "coef_")
         d = self.descriptor_
         batch = d._batch(structures)
         n_atoms = len(batch.species)
@@ -394,7 +403,14 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         if self._posterior is None:
             raise ValueError(f"return_std needs solver='bayesian' or 'ard', not {self.solver!r}")
         kind, kept, L, null = self._posterior
-        x = self.descriptor_.transform(structures) / self.scale_
+        x = self.descriptor_.transform(structures)
+        if self._joint_e0:  # E0 corrections are unknowns too: their columns are the element counts
+            species = species_indices(structures, self.descriptor_.elements_)
+            owner = np.repeat(np.arange(len(structures)), [len(a) for a in structures])
+            counts = np.zeros((len(structures), len(self.descriptor_.elements_)))
+            np.add.at(counts, (owner, species), 1.0)
+            x = np.hstack([x, counts])
+        x = x / self.scale_
         if kind == "cholesky":  # L: lower Cholesky factor of G + lam I; Sigma = (G + lam I)^-1 / beta
             from scipy.linalg import solve_triangular
 

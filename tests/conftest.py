@@ -7,6 +7,8 @@ The suite runs on small matrices; multi-threaded BLAS only adds overhead
 import os
 import sys
 
+import numpy  # noqa: F401  (load OpenBLAS first: threadpool_limits acts on loaded libraries only)
+import scipy.linalg  # noqa: F401
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(__file__))  # `import reference` from any working directory

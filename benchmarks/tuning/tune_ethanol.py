@@ -17,6 +17,8 @@ from skace.datasets import load_rmd17
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.jsonl"
 DATA = "/work/shared/data/rmd17"
+import subprocess
+GIT = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
 
 BASE_DESC = dict(cutoff=5.0, correlation_order=3, max_degree=[16, 12, 10], radial_basis="agnesi",
                  l_weight=1.5, n_jobs=1)
@@ -56,7 +58,7 @@ def run(stage, configs, train_idx=slice(0, 500), val_idx=slice(500, 1000), alpha
         fit_s = time.perf_counter() - t0
         eva, fva = errors(model, va)
         etr, ftr = errors(model, tr)
-        rec = dict(stage=stage, desc=desc, reg=reg, note=cfg.get("note", ""), n_features=int(model.n_features_),
+        rec = dict(stage=stage, git=GIT, desc=desc, reg=reg, note=cfg.get("note", ""), n_features=int(model.n_features_),
                    fit_s=round(fit_s, 1), alpha=float(model.alpha_), E_val=round(eva, 3), F_val=round(fva, 3),
                    E_tr=round(etr, 3), F_tr=round(ftr, 3),
                    maxrss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))

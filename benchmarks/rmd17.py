@@ -1,0 +1,203 @@
+"""rMD17 benchmark: skace beside the published linear ACE and MACE errors.
+
+For every molecule whose train and test files are present (split 01): fit on
+the first N training configurations (default 1000), test on the 1000 test
+configurations, and report energy MAE (meV), force MAE (meV/Å), basis size,
+fit time, peak memory of the fitting process, and µs per atom for energy +
+forces prediction. Each fit runs in a fresh process so that its peak memory
+is its own. Prints JSON; ``--markdown`` also prints a table.
+
+Usage::
+
+    python benchmarks/rmd17.py                       # all molecules, 1000 configs
+    python benchmarks/rmd17.py --molecules ethanol aspirin --n-train 50 1000
+    python benchmarks/rmd17.py --settings '{"descriptor__max_degree": 12}'
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+#: Published errors, energy MAE (meV) / force MAE (meV/Å), 1000 training configurations.
+PUBLISHED_1000 = {
+    # molecule: (linear ACE, Kovács et al. JCTC 2021), (MACE, Batatia et al. NeurIPS 2022)
+    "aspirin": ((6.1, 17.9), (2.2, 6.6)),
+    "azobenzene": ((3.6, 10.9), (1.2, 3.0)),
+    "benzene": ((0.04, 0.5), (0.4, 0.3)),
+    "ethanol": ((1.2, 7.3), (0.4, 2.1)),
+    "malonaldehyde": ((1.7, 11.1), (0.8, 4.1)),
+    "naphthalene": ((0.9, 5.1), (0.5, 1.6)),
+    "paracetamol": ((4.0, 12.7), (1.3, 4.8)),
+    "salicylic": ((1.8, 9.3), (0.9, 3.1)),
+    "toluene": ((1.1, 6.5), (0.5, 1.5)),
+    "uracil": ((1.1, 6.6), (0.5, 2.1)),
+}
+#: Published linear ACE at 50 training configurations.
+PUBLISHED_ACE_50 = {
+    "aspirin": (26.2, 63.8), "azobenzene": (9.0, 28.8), "benzene": (0.2, 2.7), "ethanol": (8.6, 43.0),
+    "malonaldehyde": (12.8, 63.5), "naphthalene": (3.8, 19.7), "paracetamol": (13.6, 45.7),
+    "salicylic": (8.9, 41.7), "toluene": (5.3, 27.1), "uracil": (6.5, 36.2),
+}
+
+
+def data_dir(path=None):
+    from skace.datasets import RMD17_ENV
+
+    if path:
+        return path
+    if os.environ.get(RMD17_ENV):
+        return os.environ[RMD17_ENV]
+    here = os.path.dirname(os.path.abspath(__file__))
+    for cand in (os.path.join(here, "..", "..", "shared", "data", "rmd17"),
+                 os.path.join(here, "..", "shared", "data", "rmd17")):
+        if os.path.isdir(cand):
+            return os.path.abspath(cand)
+    return None
+
+
+def available(folder):
+    """Molecules with both a train and a test file."""
+    out = []
+    for mol in PUBLISHED_1000:
+        if all(os.path.isfile(os.path.join(folder, f"rmd17_{mol}_{s}_01.npz")) for s in ("train", "test")):
+            out.append(mol)
+    return out
+
+
+def make_model(settings):
+    from skace import ACERegressor
+
+    model = ACERegressor()
+    model.set_params(**settings)
+    return model
+
+
+def run_one(molecule, n_train, settings, folder, threads):
+    """Fit and evaluate in this (fresh) process; returns a result dict."""
+    import resource
+
+    import numba
+    import numpy as np
+
+    from skace.datasets import load_rmd17
+    from skace.metrics import evaluate
+
+    if threads:
+        numba.set_num_threads(threads)
+    train = load_rmd17(molecule, "train", n=n_train, path=folder)
+    test = load_rmd17(molecule, "test", path=folder)
+    model = make_model(settings)
+    t0 = time.perf_counter()
+    model.fit(train)
+    fit_time = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
+    errors = evaluate(model, test)
+    n_atoms = sum(len(a) for a in test)
+    best = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        model.predict_energy_forces(test)
+        best = min(best, time.perf_counter() - t0)
+    d = model.descriptor_
+    return {
+        "molecule": molecule,
+        "n_train": len(train),
+        "n_test": len(test),
+        "energy_mae_meV": 1000 * errors["energy_mae"],
+        "force_mae_meV_per_A": 1000 * errors["force_mae"],
+        "energy_rmse_meV": 1000 * errors["energy_rmse"],
+        "force_rmse_meV_per_A": 1000 * errors["force_rmse"],
+        "n_features": int(d.n_features_out_),
+        "n_features_per_element": int(d.n_features_out_ // len(d.elements_)),
+        "fit_time_s": fit_time,
+        "peak_memory_MiB": peak,
+        "predict_us_per_atom": 1e6 * best / n_atoms,
+        "alpha": float(model.alpha_),
+        "threads": numba.get_num_threads(),
+    }
+
+
+def machine():
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except OSError:
+        commit = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "commit": commit,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def markdown(results):
+    lines = ["| molecule | n_train | skace E / F | linear ACE (pub.) | MACE (pub.) | features | fit s | peak MiB | µs/atom |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['molecule']} | {r['n_train']} | failed: {r['error']} | | | | | | |")
+            continue
+        mol, n = r["molecule"], r["n_train"]
+        ace = PUBLISHED_1000[mol][0] if n == 1000 else PUBLISHED_ACE_50.get(mol) if n == 50 else None
+        mace = PUBLISHED_1000[mol][1] if n == 1000 else None
+        fmt = lambda p: f"{p[0]} / {p[1]}" if p else "–"  # noqa: E731
+        lines.append(
+            f"| {mol} | {n} | {r['energy_mae_meV']:.2f} / {r['force_mae_meV_per_A']:.1f} | {fmt(ace)} | {fmt(mace)} "
+            f"| {r['n_features']} | {r['fit_time_s']:.0f} | {r['peak_memory_MiB']:.0f} | {r['predict_us_per_atom']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--molecules", nargs="*", help="default: every molecule with train and test files")
+    parser.add_argument("--n-train", nargs="*", type=int, default=[1000],
+                        help="training set sizes (a learning curve: 50 100 250 500 1000)")
+    parser.add_argument("--settings", default="{}", help="ACERegressor.set_params arguments as JSON")
+    parser.add_argument("--data", help="folder with the rMD17 npz files (default $SKACE_RMD17_DIR or shared/)")
+    parser.add_argument("--threads", type=int, default=None, help="numba threads per fit")
+    parser.add_argument("--output", help="also write the JSON here")
+    parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    args = parser.parse_args(argv)
+    folder = data_dir(args.data)
+    if folder is None or not os.path.isdir(folder):
+        sys.exit("rMD17 data not found: pass --data or set SKACE_RMD17_DIR")
+    molecules = args.molecules or available(folder)
+    missing = [m for m in molecules if m not in available(folder)]
+    settings = json.loads(args.settings)
+    results = []
+    ctx = get_context("spawn")
+    for mol in molecules:
+        if mol in missing:
+            results.append({"molecule": mol, "skipped": "train or test file absent"})
+            continue
+        for n in args.n_train:
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                try:
+                    r = pool.submit(run_one, mol, n, settings, folder, args.threads).result()
+                except Exception as err:  # a failed fit is reported, the others go on
+                    r = {"molecule": mol, "n_train": n, "error": f"{type(err).__name__}: {err}"}
+            r["published_linear_ace"] = PUBLISHED_1000[mol][0] if n == 1000 else PUBLISHED_ACE_50.get(mol) if n == 50 else None
+            r["published_mace"] = PUBLISHED_1000[mol][1] if n == 1000 else None
+            results.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
+    out = {"machine": machine(), "settings": settings, "results": results}
+    print(json.dumps(out, indent=1))
+    if args.output:
+        with open(args.output, "w") as fh:
+            json.dump(out, fh, indent=1)
+    if args.markdown:
+        print(markdown([r for r in results if "skipped" not in r]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Tests of the ``skace`` command line (``skace.cli.main``): fit, evaluate, features, md, help,
+and user mistakes that must end as exit status 2 with one line on stderr (no traceback)."""
+
+import contextlib
+import io
+import re
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from threadpoolctl import threadpool_limits
+
+import skace
+from skace import ACERegressor, ACETransformer
+from skace.cli import main
+from skace.datasets import load_sample
+
+threadpool_limits(limits=1, user_api="blas")  # see test_regressor.py: conftest's limit comes too early
+
+FIT = ["--n-train", "30", "--max-degree", "6", "--correlation-order", "2", "--cutoff", "4", "-q"]
+
+
+def run(argv):
+    """``main(argv)`` with stdout and stderr captured (for module-scoped fixtures)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def table_rows(text):
+    """``{set name: (n, E MAE, E RMSE, F MAE, F RMSE)}`` from an error table."""
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r"^(train|test|data)\s+(\d+)((?:\s+[-\d.na]+){4})\s*$", line)
+        if m:
+            rows[m.group(1)] = (int(m.group(2)), *[float(v) for v in m.group(3).split()])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "ethanol.skace"
+    code, out, err = run(["fit", "sample", *FIT, "-o", str(path)])
+    return path, code, out, err
+
+
+def test_fit_writes_model_and_prints_table(fitted):
+    path, code, out, err = fitted
+    assert code == 0, err
+    assert path.is_file()
+    model = skace.load(path)
+    assert isinstance(model, ACERegressor)
+    assert model.descriptor_.correlation_order == 2 and model.descriptor_.cutoff == 4.0
+    assert "E MAE" in out and "F RMSE" in out
+    assert f"model written to {path}" in out
+    rows = table_rows(out)
+    assert rows["train"][0] == 30 and rows["test"][0] == 250
+    for name in ("train", "test"):
+        assert all(np.isfinite(rows[name][1:])) and all(v > 0 for v in rows[name][1:])
+    assert "Traceback" not in err
+    assert err.strip() == "", "-q should print no progress bar"
+
+
+def test_evaluate(fitted, capsys):
+    path, *_ = fitted
+    assert main(["evaluate", str(path), "sample-test"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert rows["data"][0] == 250
+    # the same model on the same data as the "test" row printed by fit
+    np.testing.assert_allclose(rows["data"][1:], table_rows(fitted[2])["test"][1:])
+    # and the numbers are the model's errors (meV, meV/Å)
+    model = skace.load(path)
+    res = skace.metrics.evaluate(model, load_sample("test"))
+    np.testing.assert_allclose(rows["data"][1:], [1000 * res[k] for k in
+                               ("energy_mae", "energy_rmse", "force_mae", "force_rmse")], atol=0.006)
+
+
+def test_features(capsys):
+    assert main(["features", "sample", "--max-degree", "4", "--correlation-order", "2"]) == 0
+    out = capsys.readouterr().out
+    n = ACETransformer(correlation_order=2, max_degree=4).fit(load_sample(n=1)).n_features_out_
+    assert "250 structures" in out and "2250 atoms" in out
+    assert f"{n} features" in out
+    assert f"feature matrix (250, {n})" in out
+
+
+@pytest.mark.parametrize("thermostat", ["nve", "langevin"])
+def test_md(fitted, tmp_path, capsys, thermostat):
+    path, *_ = fitted
+    traj = tmp_path / "md.traj"
+    code = main(["md", str(path), "sample-test", "--steps", "5", "--trajectory", str(traj),
+                 "--thermostat", thermostat])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "5 steps of 0.5 fs" in captured.out
+    assert f"trajectory written to {traj}" in captured.out
+    frames = ase.io.read(traj, index=":")
+    assert len(frames) == 6
+    start = load_sample("test", n=1)[0]
+    np.testing.assert_allclose(frames[0].positions, start.positions)
+    assert not np.allclose(frames[-1].positions, start.positions)
+    model = skace.load(path)
+    for frame in frames:
+        assert frame.get_potential_energy() == pytest.approx(model.predict([frame])[0], rel=1e-12)
+
+
+def test_fit_from_extxyz_file(tmp_path, capsys):
+    """Data written by ase (targets as calculator results) round-trips through the CLI."""
+    data = tmp_path / "train.xyz"
+    frames = []
+    for a in load_sample(n=12):
+        b = Atoms(a.numbers, a.positions)
+        b.calc = SinglePointCalculator(b, energy=a.info["energy"], forces=a.arrays["forces"])
+        frames.append(b)
+    ase.io.write(data, frames, format="extxyz")
+    out_path = tmp_path / "m.skace"
+    code = main(["fit", str(data), "--test", str(data), "--max-degree", "4", "--correlation-order", "2",
+                 "--cutoff", "4", "--solver", "ridge", "--alpha", "1e-4", "-q", "-o", str(out_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rows = table_rows(captured.out)
+    assert rows["train"][0] == 12 and rows["test"] == rows["train"]
+    assert skace.load(out_path).alpha_ == 1e-4
+
+
+@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["features"], ["md"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: skace")
+    assert "rmd17:MOLECULE" in out  # the DATA epilog
+
+
+# ======================================================================
+# user mistakes: exit status 2, one line on stderr, no traceback
+# ======================================================================
+def check_error(capsys, argv, *needles):
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured.err
+    assert "Traceback" not in captured.err
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"skace {argv[0]}: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_model_file(capsys, tmp_path):
+    check_error(capsys, ["evaluate", str(tmp_path / "missing.skace"), "sample-test"], "missing.skace")
+
+
+def test_missing_data_file(capsys, tmp_path):
+    check_error(capsys, ["fit", str(tmp_path / "missing.xyz"), *FIT], "missing.xyz")
+
+
+def test_unknown_rmd17_molecule(capsys):
+    check_error(capsys, ["fit", "rmd17:unobtainium", *FIT], "unobtainium")
+
+
+def test_model_path_that_is_not_a_model(capsys, tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello\n")
+    check_error(capsys, ["evaluate", str(junk), "sample-test"], "not a skace model")
+    check_error(capsys, ["md", str(junk), "sample-test", "--steps", "2"], "not a skace model")
+    check_error(capsys, ["evaluate", str(tmp_path), "sample-test"])  # a folder
+
+
+def test_model_file_holding_another_object(capsys, tmp_path):
+    """A skace file whose payload is not a regressor (here a fitted transformer)."""
+    path = tmp_path / "transformer.skace"
+    skace.save(ACETransformer(cutoff=3.0, correlation_order=1, max_degree=3).fit(load_sample(n=1)), path)
+    check_error(capsys, ["evaluate", str(path), "sample-test"])
+
+
+def test_damaged_model_file(fitted, capsys, tmp_path):
+    path, *_ = fitted
+    broken = tmp_path / "broken.skace"
+    broken.write_bytes(path.read_bytes()[:-100])
+    check_error(capsys, ["evaluate", str(broken), "sample-test"], "truncated")
+
+
+def test_bad_values(capsys, fitted, tmp_path):
+    path, *_ = fitted
+    check_error(capsys, ["fit", "sample", *FIT, "--cutoff", "-1"], "cutoff")
+    check_error(capsys, ["fit", "sample", "--n-train", "0", "-q"], "empty")
+    check_error(capsys, ["md", str(path), "sample-test", "--index", "999", "--steps", "2",
+                         "--trajectory", str(tmp_path / "t.traj")])
+    check_error(capsys, ["md", str(path), "sample-test", "--steps", "2",
+                         "--trajectory", str(tmp_path / "no" / "such" / "dir" / "t.traj")])
+
+
+def test_md_with_zero_steps(fitted, capsys, tmp_path):
+    """``--steps 0`` is a user mistake (or a no-op), not a ZeroDivisionError traceback."""
+    path, *_ = fitted
+    code = main(["md", str(path), "sample-test", "--steps", "0", "--trajectory", str(tmp_path / "t.traj")])
+    captured = capsys.readouterr()
+    assert code in (0, 2), captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_data_without_energies(capsys, tmp_path):
+    data = tmp_path / "bare.xyz"
+    ase.io.write(data, [Atoms(a.numbers, a.positions) for a in load_sample(n=3)], format="extxyz")
+    check_error(capsys, ["fit", str(data), *FIT], "missing energy")
+
+
+def test_unknown_element_in_md_structure(fitted, capsys, tmp_path):
+    path, *_ = fitted
+    atoms = load_sample("test", n=1)[0]
+    atoms[0].symbol = "N"
+    data = tmp_path / "nitrogen.xyz"
+    ase.io.write(data, Atoms(atoms.numbers, atoms.positions), format="extxyz")
+    check_error(capsys, ["md", str(path), str(data), "--steps", "2", "--trajectory", str(tmp_path / "t.traj")],
+                "'N'")
+
+
+def test_unreadable_data_file(capsys, tmp_path):
+    data = tmp_path / "garbage.xyz"
+    data.write_bytes(b"\x00\x01 not xyz at all\n3\n")
+    check_error(capsys, ["features", str(data)], "garbage.xyz")
+
+
+def test_bad_option_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "sample", "--max-degree", "abc"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "--max-degree" in err.strip().splitlines()[-1]
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
