@@ -76,7 +76,7 @@ def cmd_fit(args):
         test = read_structures(args.test or "sample-test", args.energy_key, args.forces_key)
     descriptor = ACETransformer(
         cutoff=args.cutoff, correlation_order=args.correlation_order, max_degree=args.max_degree,
-        radial_basis=args.radial_basis, n_jobs=args.threads,
+        radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads,
     )
     model = ACERegressor(
         descriptor, solver=args.solver, alpha=args.alpha, energy_weight=args.energy_weight,
@@ -118,7 +118,8 @@ def cmd_features(args):
 
     structures = read_structures(args.data or "sample")
     t = ACETransformer(cutoff=args.cutoff, correlation_order=args.correlation_order,
-                       max_degree=args.max_degree, radial_basis=args.radial_basis, n_jobs=args.threads)
+                       max_degree=args.max_degree, radial_basis=args.radial_basis, l_weight=args.l_weight,
+                       n_jobs=args.threads)
     t0 = time.perf_counter()
     B = t.fit_transform(structures)
     elapsed = time.perf_counter() - t0
@@ -170,12 +171,19 @@ def build_parser():
                                      epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from .regressor import DEFAULT_DESCRIPTOR as D
+
     def basis_options(p):
-        p.add_argument("--cutoff", type=float, default=5.0, help="cutoff radius in Å (default 5.0)")
-        p.add_argument("--correlation-order", type=int, default=3, help="largest ν; body order ν+1 (default 3)")
-        p.add_argument("--max-degree", type=_degree, default=10.0,
-                       help="total degree bound, one value or one per order, e.g. 18,14,10 (default 10)")
-        p.add_argument("--radial-basis", default="agnesi", choices=["agnesi", "bessel", "gaussian", "chebexp"])
+        degrees = ",".join(f"{v:g}" for v in D["max_degree"])
+        p.add_argument("--cutoff", type=float, default=D["cutoff"], help=f"cutoff radius in Å (default {D['cutoff']})")
+        p.add_argument("--correlation-order", type=int, default=D["correlation_order"],
+                       help=f"largest ν; body order ν+1 (default {D['correlation_order']})")
+        p.add_argument("--max-degree", type=_degree, default=D["max_degree"],
+                       help=f"total degree bound, one value or one per order (default {degrees})")
+        p.add_argument("--l-weight", type=float, default=D["l_weight"],
+                       help=f"weight of l in a factor's degree (default {D['l_weight']})")
+        p.add_argument("--radial-basis", default=D["radial_basis"],
+                       choices=["agnesi", "bessel", "gaussian", "chebexp"])
         p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
 
     p = sub.add_parser("fit", help="fit a model", epilog=EPILOG)
