@@ -22,6 +22,16 @@ from .linalg import Spectrum, gram_update, symmetrize_upper
 from .structures import as_structure_list
 
 
+def _stored(atoms, store, key, standard):
+    """``store[key]``, else the attached calculator's stored result for a standard key, else None."""
+    if key in store:
+        return store[key]
+    results = getattr(atoms.calc, "results", None) or {}
+    if key == standard and standard in results:
+        return results[standard]
+    return None
+
+
 def read_targets(structures, energy_key="energy", forces_key="forces", need_forces=True, name="X"):
     """Energies (n,), forces (n_atoms, 3) or None, and per-structure weights from ``ase.Atoms``.
 
@@ -33,12 +43,8 @@ def read_targets(structures, energy_key="energy", forces_key="forces", need_forc
     forces = [] if need_forces else None
     weights = np.ones(len(structures))
     for k, atoms in enumerate(structures):
-        results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
-        if energy_key in atoms.info:
-            e = atoms.info[energy_key]
-        elif "energy" in results and energy_key == "energy":
-            e = results["energy"]
-        else:
+        e = _stored(atoms, atoms.info, energy_key, "energy")
+        if e is None:
             raise ValueError(
                 f"missing energy: {name}[{k}] has no info[{energy_key!r}] and no calculator energy"
             )
@@ -53,11 +59,8 @@ def read_targets(structures, energy_key="energy", forces_key="forces", need_forc
             if not weights[k] >= 0:
                 raise ValueError(f"weight of {name}[{k}] must be non-negative, got {atoms.info['weight']!r}")
         if need_forces:
-            if forces_key in atoms.arrays:
-                f = atoms.arrays[forces_key]
-            elif "forces" in results and forces_key == "forces":
-                f = results["forces"]
-            else:
+            f = _stored(atoms, atoms.arrays, forces_key, "forces")
+            if f is None:
                 raise ValueError(
                     f"missing forces: {name}[{k}] has no arrays[{forces_key!r}] and no calculator forces "
                     "(pass energies as y for an energy-only fit, or set force_weight=0)"

@@ -80,7 +80,7 @@ def test_evaluate(fitted, capsys):
 
 
 def test_features(capsys):
-    assert main(["features", "sample", "--max-degree", "4", "--correlation-order", "2"]) == 0
+    assert main(["features", "sample", "--max-degree", "4", "--correlation-order", "2", "--l-weight", "1.5"]) == 0
     out = capsys.readouterr().out
     n = ACETransformer(correlation_order=2, max_degree=4).fit(load_sample(n=1)).n_features_out_
     assert "250 structures" in out and "2250 atoms" in out

@@ -198,7 +198,8 @@ def test_exact_recovery_cholesky_route(carbon_truth, cho_truth, periodic_truth, 
 @pytest.mark.parametrize("prior", ["algebraic", "exponential"])
 def test_exact_recovery_any_scaling_and_prior(cho_truth, scaling, prior):
     """Row scalings and priors change the regularisation, not the noise-free minimiser."""
-    model = cho_truth.regressor(energy_weight_scaling=scaling, prior=prior, alpha=1e-14).fit(cho_truth.train)
+    model = cho_truth.regressor(energy_weight_scaling=scaling, prior=prior, prior_order=2.0,
+                                 alpha=1e-14).fit(cho_truth.train)
     cho_truth.check_predictions(model, 1e-7, 1e-6)
 
 
