@@ -64,9 +64,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         automatic relevance determination (sparse; O(n_features^3) per iteration).
     energy_key, forces_key : str
         Where targets live in ``atoms.info`` / ``atoms.arrays``.
-    design_limit : int, default=20_000_000
-        Largest force design (entries) solved by SVD of the design itself;
-        larger fits use the Gram matrix, assembled in chunks.
+    design_limit : int, default=2_000_000
+        Largest force design (entries) solved by SVD of the design itself
+        (the most accurate route, but slow beyond small problems); larger
+        fits use the Gram matrix, assembled in chunks.
     eigen_limit : int, default=4000
         With more features than this, Gram-matrix fits with the "ridge" and
         "bayesian" solvers use Cholesky factorisations (the evidence is
@@ -131,7 +132,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         solver="bayesian",
         energy_key="energy",
         forces_key="forces",
-        design_limit=20_000_000,
+        design_limit=2_000_000,
         eigen_limit=4000,
         cache=True,
         n_jobs=None,
@@ -346,12 +347,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress."""
         check_is_fitted(self, "coef_")
         d = self.descriptor_
-        batch = d._batch(structures)
-        n_atoms = len(batch.species)
-        energies = np.empty(n_atoms)
-        f_pair = np.empty((len(batch.nbr) if forces or stress else 0, 3))
-        w_indptr, w_parent, w_last, w_val = self.folded_
         with numba_threads(self.n_jobs):
+            batch = d._batch(structures)
+            n_atoms = len(batch.species)
+            energies = np.empty(n_atoms)
+            f_pair = np.empty((len(batch.nbr) if forces or stress else 0, 3))
+            w_indptr, w_parent, w_last, w_val = self.folded_
             _k.compute_energies_forces(
                 batch.first, batch.nbr, batch.D, batch.species, *d._kernel_basis_args(),
                 w_indptr, w_parent, w_last, w_val, batch.max_pairs, n_chunks(n_atoms),

@@ -33,6 +33,14 @@ def _chunk_bounds(n_items, n_chunks, c):
 
 
 @njit(cache=True)
+def _environment_buffers(n_A, n_AA, max_pairs, n_radial, l_max):
+    """Per-thread work arrays: A, AA (with the constant slot), and per-pair R, dR, Y, dY."""
+    n_lm = (l_max + 1) ** 2
+    return (np.empty(n_A), np.empty(n_AA + 1), np.empty((max_pairs, n_radial)), np.empty((max_pairs, n_radial)),
+            np.empty((max_pairs, n_lm)), np.empty((max_pairs, n_lm, 3)))
+
+
+@njit(cache=True)
 def atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
                 nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY):
     """Fill ``A`` for atom ``i`` and the per-pair buffers ``R, dR, Y, dY``."""
@@ -210,15 +218,9 @@ def compute_features(first, nbr, D, species, family, params, n_radial, l_max, nl
     """Per-atom features ``out[i, :n_rows(Z_i)]`` (compact: each atom's own element block)."""
     n_atoms = species.shape[0]
     prefac = harmonic_prefactors(l_max)
-    n_lm = (l_max + 1) ** 2
     for c in prange(n_chunks):
         lo, hi = _chunk_bounds(n_atoms, n_chunks, c)
-        A = np.empty(n_A)
-        AA = np.empty(n_A + tree_parent.shape[0] + 1)
-        R = np.empty((max_pairs, n_radial))
-        dR = np.empty((max_pairs, n_radial))
-        Y = np.empty((max_pairs, n_lm))
-        dY = np.empty((max_pairs, n_lm, 3))
+        A, AA, R, dR, Y, dY = _environment_buffers(n_A, n_A + tree_parent.shape[0], max_pairs, n_radial, l_max)
         for i in range(lo, hi):
             atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
                         nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
@@ -251,14 +253,9 @@ def compute_feature_gradients(structure_start, first, nbr, D, species, family, p
     for s in range(n_struct):
         max_atoms = max(max_atoms, structure_start[s + 1] - structure_start[s])
     for c in prange(n_chunks):
-        A = np.empty(n_A)
-        AA = np.empty(n_AA + 1)
+        A, AA, R, dR, Y, dY = _environment_buffers(n_A, n_AA, max_pairs, n_radial, l_max)
         dAA = np.empty((n_AA + 1, 3 * max_pairs))
         acc = np.empty(3 * max_pairs)
-        R = np.empty((max_pairs, n_radial))
-        dR = np.empty((max_pairs, n_radial))
-        Y = np.empty((max_pairs, n_lm))
-        dY = np.empty((max_pairs, n_lm, 3))
         grad_buffer = np.empty((n_rows, 3 * max_atoms))
         s_lo, s_hi = _chunk_bounds(n_struct, n_chunks, c)
         for s in range(s_lo, s_hi):
@@ -293,17 +290,11 @@ def compute_energies_forces(first, nbr, D, species, family, params, n_radial, l_
     """
     n_atoms = species.shape[0]
     prefac = harmonic_prefactors(l_max)
-    n_lm = (l_max + 1) ** 2
     n_AA = n_A + tree_parent.shape[0]
     for c in prange(n_chunks):
         lo, hi = _chunk_bounds(n_atoms, n_chunks, c)
-        A = np.empty(n_A)
-        AA = np.empty(n_AA + 1)
+        A, AA, R, dR, Y, dY = _environment_buffers(n_A, n_AA, max_pairs, n_radial, l_max)
         gAA = np.empty(n_AA + 1)
-        R = np.empty((max_pairs, n_radial))
-        dR = np.empty((max_pairs, n_radial))
-        Y = np.empty((max_pairs, n_lm))
-        dY = np.empty((max_pairs, n_lm, 3))
         for i in range(lo, hi):
             atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
                         nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)

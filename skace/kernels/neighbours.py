@@ -13,9 +13,11 @@ from numba import njit, prange
 
 
 @njit(cache=True)
-def _count_images(frac, n_images, pad):
-    count = 0
+def _images(frac, n_images, pad, cell, points, origin, fill):
+    """Count the periodic images inside the padded cell; with ``fill``, also append
+    them after the N wrapped atoms (already in ``points[:N]``). Returns the count."""
     N = frac.shape[0]
+    g = 0
     for i in range(N):
         for k0 in range(-n_images[0], n_images[0] + 1):
             f0 = frac[i, 0] + k0
@@ -27,37 +29,14 @@ def _count_images(frac, n_images, pad):
                     continue
                 for k2 in range(-n_images[2], n_images[2] + 1):
                     f2 = frac[i, 2] + k2
-                    if f2 < -pad[2] or f2 >= 1.0 + pad[2]:
+                    if f2 < -pad[2] or f2 >= 1.0 + pad[2] or (k0 == 0 and k1 == 0 and k2 == 0):
                         continue
-                    if k0 != 0 or k1 != 0 or k2 != 0:
-                        count += 1
-    return count
-
-
-@njit(cache=True)
-def _fill_images(frac, n_images, pad, cell, points, origin):
-    """Append ghost images after the N wrapped atoms (already in ``points[:N]``)."""
-    N = frac.shape[0]
-    g = N
-    for i in range(N):
-        for k0 in range(-n_images[0], n_images[0] + 1):
-            f0 = frac[i, 0] + k0
-            if f0 < -pad[0] or f0 >= 1.0 + pad[0]:
-                continue
-            for k1 in range(-n_images[1], n_images[1] + 1):
-                f1 = frac[i, 1] + k1
-                if f1 < -pad[1] or f1 >= 1.0 + pad[1]:
-                    continue
-                for k2 in range(-n_images[2], n_images[2] + 1):
-                    f2 = frac[i, 2] + k2
-                    if f2 < -pad[2] or f2 >= 1.0 + pad[2]:
-                        continue
-                    if k0 == 0 and k1 == 0 and k2 == 0:
-                        continue
-                    for d in range(3):
-                        points[g, d] = points[i, d] + k0 * cell[0, d] + k1 * cell[1, d] + k2 * cell[2, d]
-                    origin[g] = i
+                    if fill:
+                        for d in range(3):
+                            points[N + g, d] = points[i, d] + k0 * cell[0, d] + k1 * cell[1, d] + k2 * cell[2, d]
+                        origin[N + g] = i
                     g += 1
+    return g
 
 
 @njit(cache=True)
@@ -174,12 +153,13 @@ def neighbour_list(positions, cell, pbc, cutoff):
         spacing = 1.0 / np.linalg.norm(inv, axis=0)  # distance between lattice planes
         pad = np.where(pbc, cutoff / spacing, 0.0)
         n_images = np.where(pbc, np.ceil(pad) + 1, 0).astype(np.int64)
-        n_ghosts = _count_images(frac, n_images, pad)
+        cell = np.ascontiguousarray(cell)
+        n_ghosts = _images(frac, n_images, pad, cell, np.empty((0, 3)), np.empty(0, np.int64), False)
         points = np.empty((N + n_ghosts, 3))
         points[:N] = positions - shift @ cell
         origin = np.empty(N + n_ghosts, dtype=np.int64)
         origin[:N] = np.arange(N)
-        _fill_images(frac, n_images, pad, np.ascontiguousarray(cell), points, origin)
+        _images(frac, n_images, pad, cell, points, origin, True)
     else:
         points = positions
         origin = np.arange(N, dtype=np.int64)
