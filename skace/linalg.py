@@ -250,7 +250,7 @@ class GramSolver:
                  + 0.5 * self.m * (np.log(self.m) - 1.0 - np.log(2 * np.pi)))
         return value, self.m / misfit
 
-    def evidence_search(self, lo=1e-14, hi=1e-1, xatol=0.1):
+    def evidence_search(self, lo=1e-14, hi=1e-1, xatol=0.3):
         """``(alpha, beta, log_evidence)`` maximising the evidence over ``lam`` in ``top * [lo, hi]``."""
         from scipy.optimize import minimize_scalar
 
