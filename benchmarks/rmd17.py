@@ -71,9 +71,11 @@ def available(folder):
 
 
 def make_model(settings):
-    from skace import ACERegressor
+    """``ACERegressor()`` with its default descriptor made explicit, so ``descriptor__*`` settings apply."""
+    from skace import ACERegressor, ACETransformer
+    from skace.regressor import DEFAULT_DESCRIPTOR
 
-    model = ACERegressor()
+    model = ACERegressor(ACETransformer(**DEFAULT_DESCRIPTOR))
     model.set_params(**settings)
     return model
 

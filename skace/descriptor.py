@@ -87,6 +87,10 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         Threads for the numba kernels (-1: all).
     max_memory : float, default=1024
         Memory in MiB a chunk of ``transform_gradient`` may use.
+    feature_subset : list of int, optional
+        Keep only these features of the full basis (indices into it, grouped
+        by central element); only what they need is evaluated. Set by
+        :meth:`select_features` and by sparsification.
 
     Attributes
     ----------
@@ -120,6 +124,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         "per_atom": ["boolean"],
         "n_jobs": [Integral, None],
         "max_memory": [Interval(Real, 0, None, closed="neither")],
+        "feature_subset": [list, tuple, np.ndarray, None],
     }
 
     def __init__(
@@ -137,6 +142,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         per_atom=False,
         n_jobs=None,
         max_memory=1024,
+        feature_subset=None,
     ):
         self.elements = elements
         self.cutoff = cutoff
@@ -151,6 +157,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         self.per_atom = per_atom
         self.n_jobs = n_jobs
         self.max_memory = max_memory
+        self.feature_subset = feature_subset
 
     # ------------------------------------------------------------ fitting
     def fit(self, X, y=None):
@@ -178,21 +185,28 @@ class ACETransformer(TransformerMixin, BaseEstimator):
                 raise ValueError(f"elements contains duplicates: {elements}")
         return self._build(elements)
 
-    def _build(self, elements, basis=None, radial_parameters=None):
+    def _build(self, elements):
         family_code(self.radial_basis)
         if self.inner_cutoff >= self.cutoff:
             raise ValueError(f"inner_cutoff ({self.inner_cutoff}) must be below cutoff ({self.cutoff})")
         self.elements_ = list(elements)
-        self.basis_ = basis if basis is not None else ACEBasis(
-            self.elements_, self.correlation_order, self.max_degree, self.l_weight, self.max_l
-        )
+        full = ACEBasis(self.elements_, self.correlation_order, self.max_degree, self.l_weight, self.max_l)
+        # radial functions are those of the full basis (Gaussian centres depend on their number)
+        n_radial = max((n for f in full.features for _, n, _ in f["factors"]), default=1)
+        if self.feature_subset is not None:
+            subset = np.asarray(self.feature_subset, dtype=np.int64)
+            if subset.ndim != 1 or (subset.size and (subset.min() < 0 or subset.max() >= full.n_features)):
+                raise ValueError(f"feature_subset must index the {full.n_features} features of the full basis")
+            centers = np.array([full.features[k]["center"] for k in subset], dtype=np.int64)
+            if np.any(np.diff(centers) < 0):
+                raise ValueError("feature_subset must be grouped by central element (sort it)")
+            full = full.subset(subset)
+        self.basis_ = full
         self.compiled_ = self.basis_.compile()
-        if radial_parameters is None:
-            radial_parameters = pair_parameters(
-                self.elements_, self.radial_basis, self.cutoff, self.inner_cutoff, self.r0, self.radial_shape,
-                n_radial=self.compiled_.n_radial,
-            )
-        self.radial_parameters_ = radial_parameters
+        self.radial_parameters_ = pair_parameters(
+            self.elements_, self.radial_basis, self.cutoff, self.inner_cutoff, self.r0, self.radial_shape,
+            n_radial=n_radial,
+        )
         self.n_features_out_ = self.basis_.n_features
         self.feature_names_out_ = np.array([self._feature_name(f) for f in self.basis_.features], dtype=object)
         return self
@@ -375,19 +389,19 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         """A fitted copy that computes only the features ``indices`` (in that order).
 
         The copy evaluates only the atomic-base functions and products those
-        features need, so it is faster, not just narrower.
+        features need, so it is faster, not just narrower. It is an ordinary
+        transformer with ``elements`` and ``feature_subset`` set, so it clones
+        and refits to the same features.
         """
         from sklearn.base import clone
 
         check_is_fitted(self, "basis_")
         indices = np.asarray(indices, dtype=np.int64)
-        centers = np.array([self.basis_.features[k]["center"] for k in indices])
-        order = np.argsort(centers, kind="stable")
-        if np.any(order != np.arange(len(order))):
-            raise ValueError("selected features must be grouped by central element (sort them)")
-        new = clone(self)
-        new.elements = list(self.elements_)
-        return new._build(self.elements_, self.basis_.subset(indices), self.radial_parameters_)
+        if indices.ndim != 1 or (indices.size and (indices.min() < 0 or indices.max() >= self.n_features_out_)):
+            raise ValueError(f"indices must select among the {self.n_features_out_} features")
+        base = np.arange(self.n_features_out_) if self.feature_subset is None else np.asarray(self.feature_subset)
+        new = clone(self).set_params(elements=list(self.elements_), feature_subset=base[indices].tolist())
+        return new._build(self.elements_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -271,7 +271,8 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
     bF = np.zeros(nf)
     yF = (forces * atom_weight[:, None]).ravel()
     a0 = 0
-    for sl, grad in descriptor.iter_gradients(structures):
+    # gradient chunks of at most 512 MiB: they sit beside the Gram matrices
+    for sl, grad in descriptor.iter_gradients(structures, max_memory=min(descriptor.max_memory, 512)):
         n = grad.shape[0]
         rows = grad.reshape(3 * n, nf)
         rows *= -np.repeat(atom_weight[a0:a0 + n], 3)[:, None]  # F = -dE/dr

@@ -213,6 +213,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 SYSTEM_CACHE.put(key, system)
 
         self.descriptor_ = descriptor
+        self._system_key = key
         e0 = self._reference_energies(elements, counts, energies, escale)
         joint = self.e0 == "auto"
         gamma = smoothness_prior(descriptor.basis_.features, self.prior, self.prior_order)
