@@ -224,39 +224,105 @@ class GramSolver:
     """
 
     def __init__(self, G, b, yy, m):
-        self.G, self.b, self.yy, self.m = G, b, float(yy), int(m)
+        """Takes ownership of ``G`` (C-contiguous, symmetric): its lower triangle keeps
+        ``G`` while its upper triangle (the lower one of the Fortran view ``G.T``)
+        receives the Cholesky factors, so a fit holds one n x n matrix, not two."""
+        self.G, self.b, self.yy, self.m = np.ascontiguousarray(G), b, float(yy), int(m)
         self.n = G.shape[0]
-        self.top = float(np.max(np.diag(G))) if self.n else 1.0
-        self._factor = {}
+        self.diag = np.diag(self.G).copy()
+        self.top = float(np.max(self.diag)) if self.n else 1.0
+        self._lam = None
+        self._values = {}
 
     def factor(self, lam):
-        """Cholesky factor of ``G + lam I`` (the last one is cached)."""
-        if lam not in self._factor:
-            A = self.G.copy()
-            A[np.diag_indices_from(A)] += lam
-            self._factor = {lam: linalg.cho_factor(A, lower=True, overwrite_a=True, check_finite=False)}
-        return self._factor[lam]
+        """Lower Cholesky factor of ``G + lam I`` as ``(c, lower)`` for ``scipy.linalg.cho_solve``
+        (only the most recent factor is kept)."""
+        if lam != self._lam:
+            from scipy.linalg import lapack
+
+            G, n = self.G, self.n
+            for i0 in range(0, n, 1024):  # restore the upper triangle from the pristine lower one
+                i1 = min(i0 + 1024, n)
+                block = np.tril(G[i0:i1, i0:i1], -1)
+                G[i0:i1, i0:i1] = block + block.T
+                G[i0:i1, i1:] = G[i1:, i0:i1].T
+            G[np.diag_indices(n)] = self.diag + lam
+            self._lam = None
+            c, info = lapack.dpotrf(G.T, lower=1, clean=0, overwrite_a=1)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"Gram matrix not positive definite at alpha={lam:.3g} (info {info})")
+            self._lam = lam
+        return self.G.T, True
 
     def ridge(self, lam):
         return linalg.cho_solve(self.factor(lam), self.b, check_finite=False)
 
     def log_evidence_profiled(self, lam):
         """Log evidence at ``alpha / beta = lam`` with the optimal ``beta``; returns (value, beta)."""
-        c, lower = self.factor(lam)
-        mu = linalg.cho_solve((c, lower), self.b, check_finite=False)
-        misfit = max(self.yy - float(self.b @ mu), 1e-300)  # = RSS + lam |mu|^2
-        logdet = 2.0 * float(np.sum(np.log(np.diag(c))))
-        value = (0.5 * self.n * np.log(lam) - 0.5 * self.m * np.log(misfit) - 0.5 * logdet
-                 + 0.5 * self.m * (np.log(self.m) - 1.0 - np.log(2 * np.pi)))
-        return value, self.m / misfit
+        if lam not in self._values:
+            try:
+                c, lower = self.factor(lam)
+            except np.linalg.LinAlgError:  # too little regularisation to factorise: no evidence
+                self._values[lam] = (-np.inf, np.nan)
+                return self._values[lam]
+            mu = linalg.cho_solve((c, lower), self.b, check_finite=False)
+            misfit = max(self.yy - float(self.b @ mu), 1e-300)  # = RSS + lam |mu|^2
+            logdet = 2.0 * float(np.sum(np.log(np.diag(c))))
+            value = (0.5 * self.n * np.log(lam) - 0.5 * self.m * np.log(misfit) - 0.5 * logdet
+                     + 0.5 * self.m * (np.log(self.m) - 1.0 - np.log(2 * np.pi)))
+            self._values[lam] = (value, self.m / misfit)
+        return self._values[lam]
 
-    def evidence_search(self, lo=1e-14, hi=1e-1, xatol=0.3):
-        """``(alpha, beta, log_evidence)`` maximising the evidence over ``lam`` in ``top * [lo, hi]``."""
-        from scipy.optimize import minimize_scalar
+    def evidence_search(self, start=-10.0, step=2.0, lo=-16.0, hi=-1.0):
+        """``(alpha, beta, log_evidence)`` maximising the evidence over ``lam = top * 10**t``.
 
-        res = minimize_scalar(lambda t: -self.log_evidence_profiled(self.top * 10.0**t)[0],
-                              bounds=(np.log10(lo), np.log10(hi)), method="bounded",
-                              options={"xatol": xatol})
-        lam = self.top * 10.0 ** res.x
+        Each evaluation costs one factorisation, so the search is frugal: three
+        points ``step`` decades apart around ``start``, moved outwards until the
+        best is interior (within ``[lo, hi]``), then parabolic steps in ``t``
+        with a shrinking bracket until it is under half a decade wide; the
+        evidence is flat on that scale (typically 5-7 factorisations).
+        """
+        f = lambda t: self.log_evidence_profiled(self.top * 10.0 ** t)[0]  # noqa: E731
+        ts = [start - step, start, start + step]
+        vals = [f(t) for t in ts]
+        while True:
+            k = int(np.argmax(vals))
+            if k == 0 and ts[0] - step >= lo:
+                ts.insert(0, ts[0] - step)
+                vals.insert(0, f(ts[0]))
+            elif k == len(ts) - 1 and ts[-1] + step <= hi:
+                ts.append(ts[-1] + step)
+                vals.append(f(ts[-1]))
+            else:
+                break
+        k = int(np.argmax(vals))
+        if 0 < k < len(ts) - 1:
+            a, b, c = ts[k - 1], ts[k], ts[k + 1]
+            fa, fb, fc = vals[k - 1], vals[k], vals[k + 1]
+            while c - a > 0.5:
+                # vertex of the parabola through the bracket, kept inside it
+                den = (b - a) * (fb - fc) - (b - c) * (fb - fa)
+                if np.isfinite(den) and den != 0:
+                    t = b - 0.5 * ((b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)) / den
+                else:  # an end without evidence (not factorisable): bisect the wider side
+                    t = 0.5 * (a + b) if b - a > c - b else 0.5 * (b + c)
+                t = min(max(t, a + 0.1 * (c - a)), c - 0.1 * (c - a))
+                if abs(t - b) < 0.05:
+                    t = b + (0.25 if c - b > b - a else -0.25)
+                ft = f(t)
+                if ft > fb:
+                    if t > b:
+                        a, fa, b, fb = b, fb, t, ft
+                    else:
+                        c, fc, b, fb = b, fb, t, ft
+                else:
+                    if t > b:
+                        c, fc = t, ft
+                    else:
+                        a, fa = t, ft
+            best = b
+        else:
+            best = ts[k]
+        lam = self.top * 10.0 ** best
         value, beta = self.log_evidence_profiled(lam)
         return lam * beta, beta, value
