@@ -71,7 +71,6 @@ THREAD_ENV = peers.set_single_thread_env(1)
 import bench_transformer as bt  # noqa: E402  (environment info, pyace basis matching)
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
@@ -374,21 +373,7 @@ def main(argv=None) -> int:
             "target": ">= 1 (skace at least as fast as pyace)",
         },
     }
-    result["load_average_end"] = bt._load_average()
-    result["contended_timings"] = contended(result)
-    result["wall_s"] = time.perf_counter() - wall0
-    usable = result["machine"].get("usable_cpus") or 0
-    load = max((result["load_average_start"] or [0]) + (result["load_average_end"] or [0]))
-    if usable and (usable < 4 or load > 0.5 * usable):
-        result["provisional_note"] = (
-            f"provisional: {usable} usable CPUs, load average up to {load:.2f}; "
-            "timings may be perturbed by other work")
-
-    text = json.dumps(result, indent=1, default=float)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    return 0
+    return bt.finish(result, wall0, contended(result), args.output)
 
 
 if __name__ == "__main__":

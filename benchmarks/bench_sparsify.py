@@ -17,7 +17,6 @@ import os
 import sys
 
 import numba
-import numpy as np
 
 from skace import ACERegressor, ACETransformer
 from skace.datasets import load_rmd17

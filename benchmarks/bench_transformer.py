@@ -584,8 +584,13 @@ def main(argv=None) -> int:
                        "dense per centre (attach=True)",
         },
     }
+    return finish(result, wall0, _contended(result), args.output)
+
+
+def finish(result, wall0, contended_timings, output):
+    """Close a benchmark record (load, contention, wall time), print it as JSON, write it to ``output``."""
     result["load_average_end"] = _load_average()
-    result["contended_timings"] = _contended(result)
+    result["contended_timings"] = contended_timings
     result["wall_s"] = time.perf_counter() - wall0
     usable = result["machine"].get("usable_cpus") or 0
     load = max((result["load_average_start"] or [0]) + (result["load_average_end"] or [0]))
@@ -593,11 +598,10 @@ def main(argv=None) -> int:
         result["provisional_note"] = (
             f"provisional: {usable} usable CPUs, load average up to {load:.2f}; "
             "timings may be perturbed by other work")
-
     text = json.dumps(result, indent=1, default=float)
     print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+    if output:
+        Path(output).write_text(text + "\n")
     return 0
 
 

@@ -133,7 +133,6 @@ def cmd_features(args):
 
 
 def cmd_md(args):
-    import ase.io
     from ase import units
     from ase.md.langevin import Langevin
     try:  # ASE >= 3.29

@@ -98,7 +98,6 @@ def greedy_selection(G, b, n_select, cost_sets=None, cost_weight=0.0, ridge=1e-1
     ndarray of int
         Indices in selection order.
     """
-    n = len(b)
     selected = []
     residual = b.copy()  # X^T (y - X c)
     have = set()

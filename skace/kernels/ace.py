@@ -241,7 +241,6 @@ def compute_feature_gradients(structure_start, first, nbr, D, species, family, p
     thread-local (rows, 3 * atoms) buffer, then transposed into ``out``.
     """
     prefac = harmonic_prefactors(l_max)
-    n_lm = (l_max + 1) ** 2
     n_struct = structure_start.shape[0] - 1
     n_AA = n_A + tree_parent.shape[0]
     n_rows = out.shape[2]

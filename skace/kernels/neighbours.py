@@ -6,7 +6,6 @@ cutoffs larger than the cell work), and all points are binned on a grid of
 cubes no smaller than the cutoff. Each atom then scans the 27 bins around it.
 """
 
-import math
 
 import numpy as np
 from numba import njit, prange
