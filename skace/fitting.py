@@ -100,7 +100,7 @@ class LinearSystem:
     mF: int
     n_features: int
 
-    def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False):
+    def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False, standardize=True):
         """Spectral form of the weighted fit, E0 subtracted (and refined jointly if ``joint_e0``).
 
         The unknowns are the feature coefficients, followed, with
@@ -129,11 +129,11 @@ class LinearSystem:
                 parts.append(np.hstack([XF, np.zeros((len(XF), width - nf))]) if joint_e0 else XF)
                 targets.append(force_weight * self.yF)
             X = np.vstack(parts)
-            scale = prior * _safe_norm(np.sqrt(np.einsum("ij,ij->j", X, X)))
+            scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
             X /= scale
             return Spectrum.from_design(X, np.concatenate(targets)), scale
         G, b, yy, m = self.gram(energy_weight, force_weight, e0, joint_e0)
-        scale = prior * _safe_norm(np.sqrt(np.diag(G).copy()))
+        scale = column_scale(np.sqrt(np.diag(G).copy()), prior, standardize)
         for i0 in range(0, len(scale), 1024):  # in row blocks: no full-size temporaries
             G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
         return Spectrum.from_gram(G, b / scale, yy, m), scale
@@ -160,6 +160,14 @@ class LinearSystem:
             yy += force_weight**2 * self.yyF
             m += self.mF
         return G, b, yy, m
+
+
+def column_scale(norm, prior, standardize=True):
+    """Divisors of the design's columns: ``prior`` times the column norms
+    (standardised features; empty columns count as norm 1), or, without
+    ``standardize``, ``prior`` alone (the prior then acts on the raw
+    coefficients, as in ACE1)."""
+    return prior * _safe_norm(norm) if standardize else np.array(prior, dtype=float)
 
 
 def _safe_norm(norm):

@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .descriptor import ACETransformer, n_chunks, numba_threads
-from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, energy_row_scale, fingerprint,
+from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, column_scale, energy_row_scale, fingerprint,
                       read_targets)
 from .kernels import ace as _k
 from .linalg import GramSolver, ard
@@ -57,6 +57,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         Smoothness prior ``Gamma`` (:mod:`skace.maths.priors`).
     prior_order : float, default=1.0
         Order ``p`` of the prior.
+    standardize : bool, default=True
+        Divide each feature by its root-sum-square over the weighted rows
+        before the prior applies (the prior then acts on standardised
+        features); False applies the prior to the raw coefficients, as
+        ACE1 does.
     solver : {"bayesian", "ridge", "gcv", "ard"}, default="bayesian"
         "bayesian": evidence-maximising ridge (picks alpha, gives
         ``predict(..., return_std=True)``); "ridge": fixed ``alpha``; "gcv":
@@ -112,6 +117,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "e0": [StrOptions({"auto"}), dict, None],
         "prior": [StrOptions(set(PRIORS))],
         "prior_order": [Interval(Real, 0, None, closed="neither")],
+        "standardize": ["boolean"],
         "solver": [StrOptions(set(SOLVERS))],
         "energy_key": [str],
         "forces_key": [str],
@@ -132,6 +138,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         e0="auto",
         prior="algebraic",
         prior_order=1.0,
+        standardize=True,
         solver="bayesian",
         energy_key="energy",
         forces_key="forces",
@@ -149,6 +156,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.e0 = e0
         self.prior = prior
         self.prior_order = prior_order
+        self.standardize = standardize
         self.solver = solver
         self.energy_key = energy_key
         self.forces_key = forces_key
@@ -262,8 +270,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         big = not use_design and system.n_features > self.eigen_limit
         if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")):
             G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint)
-            scale = gamma * np.sqrt(np.maximum(np.diag(G), 0.0))
-            scale[scale <= 1e-12 * max(scale.max(initial=0.0), 1e-300)] = 1.0
+            scale = column_scale(np.sqrt(np.maximum(np.diag(G), 0.0)), gamma, self.standardize)
             for i0 in range(0, len(scale), 1024):
                 G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
             b = b / scale
@@ -286,10 +293,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 self._posterior = ("cholesky", None, gs.factor(lam)[0], beta)
             self.alpha_ = lam
             return gs.ridge(lam) / scale
-        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order, joint)
+        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order, joint,
+                self.standardize)
         cached = SPECTRUM_CACHE.get(skey) if self.cache else None
         if cached is None:
-            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint)
+            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint, self.standardize)
             if self.cache:
                 SPECTRUM_CACHE.put(skey, cached)
         spec, scale = cached
