@@ -116,11 +116,16 @@ def _chebpow_basis(r, rc, degree):
 
     Returns values and r-derivatives, each of shape (len(r), degree).
     """
-    x = 2.0 * np.asarray(r) / rc - 1.0
-    eye = np.eye(degree + 1)[1:]
-    T = np.stack([C.chebval(x, e) for e in eye], axis=1)
-    dT = np.stack([C.chebval(x, C.chebder(e)) for e in eye], axis=1)
-    return 0.5 - 0.5 * T, -dT / rc
+    x = 2.0 * np.asarray(r, dtype=float) / rc - 1.0
+    T = np.empty((len(x), degree + 1))
+    dT = np.empty_like(T)
+    T[:, 0], dT[:, 0] = 1.0, 0.0
+    if degree:
+        T[:, 1], dT[:, 1] = x, 1.0
+    for k in range(1, degree):
+        T[:, k + 1] = 2.0 * x * T[:, k] - T[:, k - 1]
+        dT[:, k + 1] = 2.0 * T[:, k] + 2.0 * x * dT[:, k] - dT[:, k - 1]
+    return 0.5 - 0.5 * T[:, 1:], -dT[:, 1:] / rc
 
 
 def _fit_chebpow(R, r, rc, degree):
@@ -234,9 +239,12 @@ def tabulate_radial(descriptor, degree=None, spline_step=1e-3, fit_tol=1e-11, ma
     # dense probe grid for the projection error, avoiding the nodes of the fit
     probe = np.linspace(0.0, rc, 4001)[1:-1] + rc / 8000.0 * 0.37
 
-    def fit(deg):
+    def nodes(deg):
         n_pts = 2 * deg + 2
-        r = 0.5 * rc * (1.0 - np.cos(np.pi * (np.arange(n_pts) + 0.5) / n_pts))
+        return 0.5 * rc * (1.0 - np.cos(np.pi * (np.arange(n_pts) + 0.5) / n_pts))
+
+    def fit(deg):
+        r = nodes(deg)
         crad = np.empty((n_el, n_el, n_radial, deg))
         err = 0.0
         g, _ = _chebpow_basis(probe, rc, deg)
@@ -248,7 +256,18 @@ def tabulate_radial(descriptor, degree=None, spline_step=1e-3, fit_tol=1e-11, ma
         return crad, err
 
     if degree is None:
+        # first guess from the decay of a long Chebyshev series: dropping the terms beyond K costs at
+        # most twice their absolute sum (once directly, once through the value at the cutoff)
+        r = nodes(max_degree)
+        tail = np.zeros(max_degree + 2)
+        for a, b in pairs:
+            R, _ = _exact_radial(family, params[a, b], r, n_radial)
+            coef = np.abs(C.chebfit(2.0 * r / rc - 1.0, R, max_degree)).max(axis=1)
+            tail[:-1] = np.maximum(tail[:-1], np.cumsum(coef[::-1])[::-1])
         degree = max(4, -(-n_radial // 4) * 4)
+        while degree < max_degree and 2.0 * tail[degree + 1] > fit_tol:
+            degree += 4
+        degree = min(degree, max_degree)
         while True:
             crad, fit_err = fit(degree)
             if fit_err <= fit_tol:
