@@ -156,7 +156,7 @@ def _hermite(values, derivs, h, x):
 
 @dataclass
 class RadialTables:
-    """skace's radial functions in PACE's ``ChebPow`` form.
+    """skace's radial functions in PACE's ChebPow form, with their measured error.
 
     Attributes
     ----------
@@ -184,7 +184,7 @@ class RadialTables:
 
 
 def tabulate_radial(descriptor, degree=None, spline_step=1e-3, fit_tol=1e-11, max_degree=256):
-    """Project a fitted descriptor's radial functions on PACE's ``ChebPow`` basis and measure the error.
+    """Project a fitted descriptor's radial functions on PACE's ChebPow basis and measure the error.
 
     PACE evaluates radial functions ``R_nl = sum_k crad[n, l, k] g_k(r)`` from
     a cubic Hermite table with spacing ``spline_step`` (``deltaSplineBins``).
@@ -403,7 +403,7 @@ def ctilde_functions(basis, coef):
 
 # ------------------------------------------------------------------ writer
 def pace_functions(functions, crad):
-    """Rescale C-tilde functions to PACE's harmonics and move rank 1 onto its ``g_k``.
+    """Rescale C-tilde functions to PACE's harmonics and move rank 1 onto its radial basis.
 
     Parameters
     ----------
@@ -494,7 +494,7 @@ def _write_yace(path, elements, e0, rcut, radial, functions):
 
 
 def export_yace(model, path, degree=None, spline_step=1e-3, fit_tol=1e-11):
-    """Write a fitted :class:`skace.ACERegressor` as an ML-PACE ``.yace`` potential.
+    """Write a fitted :class:`skace.ACERegressor` as an ML-PACE potential file (yace).
 
     Parameters
     ----------

@@ -313,7 +313,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         return top * np.logspace(-16, 0, 65)
 
     def export_yace(self, path, **kwargs):
-        """Write the fitted model as an ML-PACE ``.yace`` potential (LAMMPS ``pair_style pace``).
+        """Write the fitted model as an ML-PACE potential file (yace) for LAMMPS pair_style pace.
 
         Parameters
         ----------
@@ -407,7 +407,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         return out
 
     def predict_atomic_energies(self, X):
-        """Per-atom energies ``E0[Z_i] + c . B_i`` (eV), atoms in input order.
+        """Per-atom energies ``E0[Z_i] + c @ B_i`` (eV), atoms in input order.
 
         Returns
         -------
