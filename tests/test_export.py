@@ -184,6 +184,25 @@ def test_reference_evaluation_periodic_two_elements(tmp_path):
                                rtol=0, atol=1e-9)
 
 
+def test_sparse_model_with_elements_without_functions(tmp_path):
+    structures = hco_molecules(seed=1)
+    full = ACETransformer(cutoff=4.0, correlation_order=3, max_degree=[8, 6, 5], radial_basis="gaussian",
+                          l_weight=1.0).fit(structures)
+    rows = [k for k, f in enumerate(full.basis_.features) if f["center"] == 0][::3]  # some H-centred ones
+    model = ACERegressor(full.select_features(rows), solver="ridge", alpha=1e-4).fit(structures)
+    info = model.export_yace(tmp_path / "sparse.yace", spline_step=2.5e-4)
+    doc = load_yace(info.path)
+    assert doc["functions"][1] == [] and doc["functions"][2] == []  # C and O: E0 only
+    np.testing.assert_allclose(reference_energies(doc, structures[0]), model.predict_atomic_energies(structures[:1]),
+                               rtol=0, atol=1e-10)
+    try:
+        import pyace  # noqa: F401
+    except ImportError:
+        return
+    de, df, _ = compare_with_pace(model, info.path, structures)
+    assert de < 1e-10 and df < 1e-8  # measured 3e-13 eV/atom, 6e-11 eV/Å
+
+
 def test_ctilde_functions_fold_every_feature():
     from skace.maths.basis import ACEBasis
 
