@@ -342,12 +342,11 @@ def ctilde_functions(basis, coef):
     >>> import numpy as np
     >>> from skace.maths.basis import ACEBasis
     >>> from skace.export import ctilde_functions
-    >>> basis = ACEBasis(["Si"], correlation_order=2, max_degree=3.5, l_weight=1.5)
+    >>> basis = ACEBasis(["Si"], correlation_order=2, max_degree=5, l_weight=1.5)
     >>> funcs = ctilde_functions(basis, np.ones(basis.n_features))
-    >>> [f["ls"] for f in funcs if len(f["ls"]) == 2 and f["ls"][0] == 1]
-    [[1, 1]]
-    >>> [f["ms_combs"] for f in funcs if f["ls"] == [1, 1]]
-    [[(0, 0), (1, -1)]]
+    >>> f = [f for f in funcs if f["ls"] == [1, 1]][0]  # sum_m A_1m A_1m / sqrt(3) in real harmonics
+    >>> f["ms_combs"], np.round(np.array(f["ctildes"]) * np.sqrt(3), 12).tolist()
+    ([(-1, 1), (0, 0)], [-2.0, 1.0])
     """
     coef = np.asarray(coef, dtype=float)
     if coef.shape != (basis.n_features,):
@@ -426,7 +425,7 @@ def pace_functions(functions, crad):
     >>> from skace.export import pace_functions
     >>> f = dict(mu0=0, mus=[0], ns=[1], ls=[0], ms_combs=[(0,)], ctildes=[2.0])
     >>> out = pace_functions([f], np.array([[[[1.0, 0.5]]]]))
-    >>> [(g["ns"], round(g["ctildes"][0] * np.sqrt(4 * np.pi), 12)) for g in out]
+    >>> [(g["ns"], round(float(g["ctildes"][0] * np.sqrt(4 * np.pi)), 12)) for g in out]
     [([1], 2.0), ([2], 1.0)]
     """
     out, rank1 = [], {}
