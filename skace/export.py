@@ -374,7 +374,7 @@ def ctilde_functions(basis, coef):
             blocks.append((pos, pos + size))
             pos += size
 
-        def canonical(ms):
+        def canonical(ms, blocks=tuple(blocks)):
             ms = list(ms)
             for a, b in blocks:
                 ms[a:b] = sorted(ms[a:b])
