@@ -75,6 +75,8 @@ from .maths.spherical_harmonics import real_from_complex
 ZERO_TOL = 1e-13
 #: Largest relative imaginary part of a C-tilde tensor accepted as round-off.
 IMAG_TOL = 1e-9
+#: PACE counts the m-combinations of one function in a 16-bit integer.
+MAX_MS_COMBS = 32767
 
 
 @dataclass
@@ -388,6 +390,9 @@ def ctilde_functions(basis, coef):
         keys = sorted(k for k, v in merged.items() if abs(v) > ZERO_TOL * scale)
         if not keys:
             continue
+        if len(keys) > MAX_MS_COMBS:
+            raise ValueError(f"C-tilde function of factors {factors} has {len(keys)} m-combinations; "
+                             f"PACE stores at most {MAX_MS_COMBS} per function")
         out.append(dict(
             mu0=int(center),
             mus=[int(e) for e, _, _ in factors],
