@@ -33,10 +33,11 @@ not) would only change a factor ``(-1)^m`` per factor, which is
 
 Radial functions
 ----------------
-skace's radial families have no analytic PACE counterpart, and the PACE
-evaluator shipped with LAMMPS and python-ace reads no spline tables of its
-own (the ``ACE.jl.*`` radial names expect an analytic polynomial family). It
-does evaluate ``R_nl(r) = sum_k crad[n, l, k] g_k(r)`` over a radial basis
+skace's radial families have no analytic PACE counterpart. Spline tables in
+the file (``radbasename: ACE.jl.base`` with nodal values) are read only by
+recent ML-PACE sources; python-ace 0.4.0rc1's evaluator rejects them. Every
+PACE version (and, being an ``ACERadialFunctions`` basis, the KOKKOS
+``pace/kk`` style) does evaluate ``R_nl(r) = sum_k crad[n, l, k] g_k(r)`` over a radial basis
 ``g_k``; with ``ChebPow`` and ``lambda = 1``,
 ``g_k = (1 - T_k(2 r / r_cut - 1)) / 2``, ``k = 1..K``, which span exactly the
 polynomials of degree ``<= K`` vanishing at the cutoff. skace's functions are
@@ -277,7 +278,7 @@ def tabulate_radial(descriptor, degree=None, spline_step=1e-3, fit_tol=1e-11, ma
             if degree + 4 > max_degree:
                 raise ValueError(
                     f"radial functions ({descriptor.radial_basis!r}) need a polynomial of degree > {max_degree} "
-                    f"to reach {fit_tol:g} (reached {fit_err:.2g}); raise max_degree or fit_tol"
+                    f"to reach {fit_tol:g} (reached {fit_err:.2g}); raise the degree limit or fit_tol"
                 )
             degree += 4
     else:
@@ -497,7 +498,7 @@ def _write_yace(path, elements, e0, rcut, radial, functions):
         fh.write("\n".join(lines) + "\n")
 
 
-def export_yace(model, path, degree=None, spline_step=1e-3, fit_tol=1e-11):
+def export_yace(model, path, degree=None, spline_step=1e-3, fit_tol=1e-11, max_degree=256):
     """Write a fitted :class:`skace.ACERegressor` as an ML-PACE potential file (yace).
 
     Parameters
@@ -516,6 +517,8 @@ def export_yace(model, path, degree=None, spline_step=1e-3, fit_tol=1e-11):
         forces within ~1e-8 eV/Å at four times the table memory.
     fit_tol : float, default=1e-11
         Target error of the polynomial projection.
+    max_degree : int, default=256
+        Largest degree the automatic choice may take.
 
     Returns
     -------
@@ -549,7 +552,7 @@ def export_yace(model, path, degree=None, spline_step=1e-3, fit_tol=1e-11):
 
     check_is_fitted(model, "coef_")
     d = model.descriptor_
-    radial = tabulate_radial(d, degree=degree, spline_step=spline_step, fit_tol=fit_tol)
+    radial = tabulate_radial(d, degree=degree, spline_step=spline_step, fit_tol=fit_tol, max_degree=max_degree)
     functions = pace_functions(ctilde_functions(d.basis_, model.coef_), radial.crad)
     e0 = [float(model.e0_[el]) for el in d.elements_]
     path = str(path)

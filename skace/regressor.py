@@ -320,7 +320,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         path : str or path-like
             Output file (``.yace``).
         **kwargs
-            ``degree``, ``spline_step``, ``fit_tol`` of :func:`skace.export.export_yace`.
+            ``degree``, ``spline_step``, ``fit_tol``, ``max_degree`` of :func:`skace.export.export_yace`.
 
         Returns
         -------
