@@ -1,4 +1,4 @@
-"""The ``skace`` command line: fit, evaluate, features, md, sparsify, explain.
+"""The ``skace`` command line: fit, evaluate, features, md, sparsify, explain, export.
 
 Every user mistake (missing file, unknown element, bad option) ends as one
 line on stderr and exit status 2, never a traceback.
@@ -220,6 +220,30 @@ def cmd_explain(args):
     return 0
 
 
+def cmd_export(args):
+    from .io import load_potential
+
+    if args.spline_step <= 0:
+        raise ValueError(f"--spline-step must be positive, got {args.spline_step}")
+    model = load_potential(args.model)
+    info = model.export_yace(args.output, degree=args.degree, spline_step=args.spline_step)
+    r = info.radial
+    print(f"wrote {info.path}: {info.n_functions} C-tilde functions, {info.n_ms_combs} m-combinations, "
+          f"elements {' '.join(model.descriptor_.elements_)}")
+    print(f"radial functions: ChebPow degree {r.degree}, projection error {r.fit_max_abs_error:.2g}; "
+          f"with PACE's table (step {r.spline_step:g} Å) max error {r.max_abs_error:.2g}, "
+          f"derivative {r.max_abs_derivative_error:.2g}")
+    print(f"LAMMPS: pair_style pace / pair_coeff * * {info.path} {' '.join(model.descriptor_.elements_)}")
+    return 0
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="skace", description="Linear ACE potentials with scikit-learn.",
                                      epilog=EPILOG)
@@ -301,6 +325,15 @@ def build_parser():
     p.add_argument("--plot", help="save a SHAP plot here (PNG)")
     p.add_argument("--kind", default="bar", choices=["bar", "beeswarm"])
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("export", help="write a saved model as an ML-PACE .yace potential (LAMMPS pair_style pace)")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="output .yace file")
+    p.add_argument("--spline-step", type=float, default=1e-3,
+                   help="PACE's radial table spacing in Å (deltaSplineBins; default 0.001)")
+    p.add_argument("--degree", type=_positive_int, default=None,
+                   help="polynomial degree of the radial projection (default: automatic)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -323,6 +323,35 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         top = float(spec.lam[0]) if spec.lam.size else 1.0
         return top * np.logspace(-16, 0, 65)
 
+    def export_yace(self, path, **kwargs):
+        """Write the fitted model as an ML-PACE potential file (yace) for LAMMPS pair_style pace.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file (``.yace``).
+        **kwargs
+            ``degree``, ``spline_step``, ``fit_tol``, ``max_degree`` of :func:`skace.export.export_yace`.
+
+        Returns
+        -------
+        skace.export.YaceExport
+            The file and the measured error of the radial tabulation.
+
+        Examples
+        --------
+        >>> from skace import ACERegressor, ACETransformer
+        >>> from skace.datasets import load_sample
+        >>> model = ACERegressor(ACETransformer(cutoff=4.0, correlation_order=2, max_degree=5,
+        ...                                     radial_basis="bessel")).fit(load_sample(n=20))
+        >>> info = model.export_yace("ethanol.yace")  # doctest: +SKIP
+        >>> info.radial.max_abs_error < 1e-9  # doctest: +SKIP
+        True
+        """
+        from .export import export_yace
+
+        return export_yace(self, path, **kwargs)
+
     def regularization_path(self, alphas):
         """Training fit quality along a path of ``alpha`` values, at the cost of one fit.
 
@@ -389,7 +418,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         return out
 
     def predict_atomic_energies(self, X):
-        """Per-atom energies ``E0[Z_i] + c . B_i`` (eV), atoms in input order.
+        """Per-atom energies ``E0[Z_i] + c @ B_i`` (eV), atoms in input order.
 
         Returns
         -------
