@@ -258,11 +258,11 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
     species_counts : ndarray (n, n_elements)
     design_limit : int
         Keep force rows as a design matrix while it has at most this many
-        entries, or while there are fewer rows than features (then the
-        design is smaller than its Gram matrix, and the Gram route's evidence
-        would be decided by rounding noise: with no residual left to fit, its
-        maximum runs off to vanishing regularisation); beyond, accumulate
-        their Gram matrix.
+        entries, or while there are at most 3/4 as many rows as features
+        (then the design is smaller than its Gram matrix, and when the fit
+        can interpolate, the Gram route's evidence is decided by rounding
+        noise: with no residual left, its maximum runs off to vanishing
+        regularisation); beyond, accumulate their Gram matrix.
     progress : callable, optional
         Called with the number of structures done after each chunk.
     """
@@ -277,7 +277,10 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
         return LinearSystem(XE, yE, None, None, None, None, 0.0, 0, nf)
     n_atoms = len(forces)
     atom_weight = np.repeat(weights, [len(a) for a in structures])
-    use_design = 3 * n_atoms * nf <= design_limit or 3 * n_atoms + len(structures) <= nf
+    # clearly underdetermined fits (rows <= 3/4 features) also keep the design: its SVD then costs about
+    # what the Gram route does, and the fit may interpolate, which only exact zero singular values handle
+    rows = 3 * n_atoms + len(structures)
+    use_design = 3 * n_atoms * nf <= design_limit or 4 * rows <= 3 * nf
     XF = np.empty((3 * n_atoms, nf)) if use_design else None
     GF = None if use_design else np.zeros((nf, nf))
     bF = np.zeros(nf)

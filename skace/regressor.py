@@ -72,10 +72,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     design_limit : int, default=2_000_000
         Largest force design (entries) solved by SVD of the design itself
         (the most accurate route, but slow beyond small problems); larger
-        fits use the Gram matrix, assembled in chunks. Fits with fewer rows
-        than features (few training structures) always use the design: it
-        is then the smaller matrix, and the evidence needs its exact zero
-        singular values.
+        fits use the Gram matrix, assembled in chunks. Fits with at most 3/4
+        as many rows as features (few training structures) always use the
+        design: it is then the smaller matrix, and the evidence of a fit
+        that can interpolate needs its exact zero singular values.
     eigen_limit : int, default=4000
         With more features than this, Gram-matrix fits with the "ridge" and
         "bayesian" solvers use Cholesky factorisations (the evidence is
