@@ -9,7 +9,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .descriptor import ACETransformer, n_chunks, numba_threads
+from .descriptor import ACETransformer, _check_device, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, energy_row_scale, fingerprint,
                       read_targets)
 from .kernels import ace as _k
@@ -80,6 +80,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         Threads for the numba kernels.
     verbose : bool, default=False
         Progress bar over structures while assembling.
+    device : {"cpu", "cuda"}, default="cpu"
+        Where predictions (energies, forces, stress) run: numba CPU kernels
+        or an NVIDIA GPU through numba-cuda (:mod:`skace.gpu`). Fitting runs
+        on the CPU; the descriptor's own ``device`` governs its features.
 
     Attributes
     ----------
@@ -117,6 +121,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "cache": ["boolean"],
         "n_jobs": [Integral, None],
         "verbose": ["boolean"],
+        "device": [StrOptions({"cpu", "cuda"})],
     }
 
     def __init__(
@@ -137,6 +142,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         cache=True,
         n_jobs=None,
         verbose=False,
+        device="cpu",
     ):
         self.descriptor = descriptor
         self.alpha = alpha
@@ -154,6 +160,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.cache = cache
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.device = device
 
     # ------------------------------------------------------------ fitting
     def fit(self, X, y=None):
@@ -173,6 +180,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self : ACERegressor
         """
         self._validate_params()
+        _check_device(self.device, "ACERegressor")
         structures = as_structure_list(X)
         energy_only = y is not None or self.force_weight == 0
         if y is not None:
@@ -347,6 +355,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     def _evaluate(self, structures, forces=True, stress=False):
         """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress."""
         check_is_fitted(self, "coef_")
+        if getattr(self, "device", "cpu") == "cuda":  # models pickled before it existed lack it
+            from .gpu import evaluate
+
+            _check_device(self.device, "ACERegressor")
+            return evaluate(self, structures, forces, stress)
         d = self.descriptor_
         with numba_threads(self.n_jobs):
             batch = d._batch(structures)
