@@ -28,7 +28,8 @@ import numpy as np
 from .kernels.harmonics import harmonic_prefactors
 from .kernels.neighbours import _bin_points, _images
 from .maths.radial import family_code
-from .structures import SMALL_MOLECULE, Batch, species_indices
+from . import structures as _structures
+from .structures import Batch, species_indices
 
 DEVICES = ("cpu", "cuda")
 
@@ -124,19 +125,22 @@ class DeviceModel:
         from numba import cuda
 
         have = self._scratch.get(name)
-        if have is None or have.shape[:-1] != tuple(shape[:-1]) or have.shape[-1] < shape[-1]:
+        held = tuple(have.shape) if have is not None else None  # plain tuple: the simulator's shape is not one
+        if held is None or held[:-1] != tuple(shape[:-1]) or held[-1] < shape[-1]:
             self._scratch.pop(name, None)  # free before allocating the larger one
             have = cuda.device_array(tuple(shape[:-1]) + (max(shape[-1], 1),))
             self._scratch[name] = have
         return have
 
     # ------------------------------------------------------------ chunks
-    def chunks(self, first, max_memory=CHUNK_MEMORY_MIB):
-        """Atom ranges ``(a0, a1)`` whose pair and product work arrays fit ``max_memory`` MiB."""
+    def chunks(self, first, max_memory=None):
+        """Atom ranges ``(a0, a1)`` whose pair and product work arrays fit ``max_memory`` MiB
+        (default :data:`CHUNK_MEMORY_MIB`)."""
         b = self.basis
+        max_memory = CHUNK_MEMORY_MIB if max_memory is None else max_memory
         pair_bytes = 8 * (2 * b.n_radial + 4 * self.n_lm)
         atom_bytes = 8 * 2 * (b.n_AA + 1)
-        budget = max_memory * 2**20
+        budget = int(max_memory * 2**20)
         n_atoms = len(first) - 1
         out = []
         a0 = 0
@@ -246,8 +250,9 @@ def device_neighbour_list(structures, elements, cutoff, name="X"):
     structure_start = np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64)
     N = int(structure_start[-1])
     rc2 = float(cutoff) ** 2
-    small = [k for k, a in enumerate(structures) if not a.pbc.any() and len(a) <= SMALL_MOLECULE]
-    large = [k for k, a in enumerate(structures) if a.pbc.any() or len(a) > SMALL_MOLECULE]
+    small_limit = _structures.SMALL_MOLECULE
+    small = [k for k, a in enumerate(structures) if not a.pbc.any() and len(a) <= small_limit]
+    large = [k for k, a in enumerate(structures) if a.pbc.any() or len(a) > small_limit]
 
     launches = []  # (kernel, n_threads, args before `fill`)
     if small:
