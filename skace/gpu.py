@@ -33,8 +33,10 @@ from .structures import Batch, species_indices
 
 DEVICES = ("cpu", "cuda")
 
-#: Device memory (MiB) the per-chunk work arrays of one call may use.
-CHUNK_MEMORY_MIB = 2048
+#: Device memory (MiB) the per-chunk work arrays of one call may use; None: a
+#: third of the free device memory, between 256 MiB and 16 GiB (large chunks keep
+#: the one-thread-per-atom kernels busy on big GPUs).
+CHUNK_MEMORY_MIB = None
 
 DeviceNeighbours = namedtuple(
     "DeviceNeighbours",
@@ -137,8 +139,9 @@ class DeviceModel:
         """Atom ranges ``(a0, a1)`` whose pair and product work arrays fit ``max_memory`` MiB
         (default :data:`CHUNK_MEMORY_MIB`)."""
         b = self.basis
-        max_memory = CHUNK_MEMORY_MIB if max_memory is None else max_memory
-        pair_bytes = 8 * (2 * b.n_radial + 4 * self.n_lm)
+        if max_memory is None:
+            max_memory = CHUNK_MEMORY_MIB if CHUNK_MEMORY_MIB is not None else _free_memory_share()
+        pair_bytes = 8 * (2 * b.n_radial + 4 * self.n_lm + 3)
         atom_bytes = 8 * 2 * (b.n_AA + 1)
         budget = int(max_memory * 2**20)
         n_atoms = len(first) - 1
@@ -201,9 +204,12 @@ class DeviceModel:
                 a0, n_a, nl.d_species, b.n_A, self.tree_parent, self.tree_last, w_indptr, w_parent, w_last,
                 w_val, with_gradient, AA, gAA, energies)
             if with_gradient and n_p:
+                f_pair = self.scratch("f_pair", (3, n_p))
                 _g.pair_forces[_g.blocks(n_p), _g.THREADS_PER_BLOCK](
                     a0, p0, n_p, nl.d_owner, nl.d_nbr, nl.d_D, nl.d_species, self.nl_n, self.nl_l,
-                    self.nl_offset, b.n_nlm, R, dR, Y, dY, gAA, bool(virial), F, V)
+                    self.nl_offset, b.n_nlm, R, dR, Y, dY, gAA, f_pair, F)
+                _g.own_forces_and_virials[_g.blocks(n_a), _g.THREADS_PER_BLOCK](
+                    a0, n_a, p0, nl.d_first, nl.d_D, f_pair, bool(virial), F, V)
         out = {"energies": energies.copy_to_host()}
         if forces:
             out["forces"] = F.copy_to_host()
@@ -225,6 +231,19 @@ class DeviceModel:
                 a0, a1 - a0, nl.d_species, self.row_start, self.indptr, self.parent, self.last, self.vals, AA,
                 out)
         return out.copy_to_host()
+
+
+def _free_memory_share():
+    """A third of the free device memory in MiB, clipped to [256, 16384] (2048 if unknown)."""
+    from numba import cuda
+
+    try:
+        free = cuda.current_context().get_memory_info()[0] / 2**20
+    except Exception:  # no way to ask: a moderate default
+        return 2048
+    if not np.isfinite(free):  # the simulator reports infinity
+        return 2048
+    return float(np.clip(free / 3, 256, 16384))
 
 
 # ---------------------------------------------------------- neighbour list

@@ -132,7 +132,7 @@ def extra(report):
         compare_model(model, cells, False, report, "chunked")
         compare_model(random_model(mols, radial_basis="agnesi", **basis), mols, False, report, "binned_molecules")
     finally:
-        skace.gpu.CHUNK_MEMORY_MIB = 2048
+        skace.gpu.CHUNK_MEMORY_MIB = None
         host_structures.SMALL_MOLECULE = 256
 
 

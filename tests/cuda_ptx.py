@@ -37,7 +37,8 @@ SIGNATURES = {
     "products_forward": (I, I, IV, IV, FM),
     "features_from_products": (I, I, IV, IV, IV, IV, IV, FV, FM, FM),
     "energy_adjoint": (I, I, IV, I, IV, IV, IV, IV, IV, FV, B, FM, FM, FV),
-    "pair_forces": (I, I, I, IV, IV, FM, IV, IV, IV, IV, I, FM, FM, FM, F3, FM, B, FM, FM),
+    "pair_forces": (I, I, I, IV, IV, FM, IV, IV, IV, IV, I, FM, FM, FM, F3, FM, FM, FM),
+    "own_forces_and_virials": (I, I, I, IV, FM, FM, B, FM, FM),
 }
 
 
@@ -56,6 +57,10 @@ def main():
     from skace.kernels import gpu
 
     cc = tuple(int(x) for x in args.cc.split("."))
+    kernels = {name for name, obj in vars(gpu).items()
+               if hasattr(obj, "py_func") and hasattr(obj, "targetoptions") and not obj.targetoptions.get("device")}
+    if kernels != set(SIGNATURES):
+        sys.exit(f"SIGNATURES is out of date: kernels {sorted(kernels)}, table {sorted(SIGNATURES)}")
     # device functions ask the current device for its compute capability; there is none here
     dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
     for name, sig in SIGNATURES.items():

@@ -11,8 +11,10 @@ compute one thing, with one thread per pair or per atom:
 * :func:`features_from_products`: the coupled features ``B`` per atom;
 * :func:`energy_adjoint`: atomic energies from the folded coefficients and,
   for forces, ``dE_i/dAA`` by reverse mode through the tree;
-* :func:`pair_forces`: ``dE_i/dr_j`` per pair, scattered into forces (and
-  per-atom virials) with float64 atomics.
+* :func:`pair_forces`: ``dE_i/dr_j`` per pair, scattered into the
+  neighbours' forces with float64 atomics;
+* :func:`own_forces_and_virials`: the central atoms' forces and per-atom
+  virials, summed over their own pairs.
 
 Work arrays of a chunk of atoms or pairs are laid out item-last
 (``AA[k, atom]``, ``Y[lm, pair]``) so that neighbouring threads touch
@@ -312,17 +314,19 @@ def energy_adjoint(atom0, n_atoms, species, n_A, tree_parent, tree_last, w_indpt
 
 @cuda.jit
 def pair_forces(atom0, pair0, n_pairs, owner, nbr, D, species, nl_n, nl_l, nl_offset, n_nlm, R, dR, Y, dY,
-                gAA, with_virial, forces, virials):
-    """``f = dE_i/dr_j`` of pair ``pair0 + t``: ``F_i += f``, ``F_j -= f`` and, with the
-    virial, ``virials[i] += f (x) D`` (atomic adds: many pairs share an atom).
+                gAA, f_pair, forces):
+    """``f = dE_i/dr_j`` of pair ``pair0 + t`` into ``f_pair[:, t]``, and ``F_j -= f``.
+
+    Neighbours are scattered, so ``F_j`` takes an atomic add; the central
+    atom's half (``F_i += f``, many consecutive pairs on one address) is left
+    to :func:`own_forces_and_virials`, which needs no atomics.
     """
     t = cuda.grid(1)
     if t >= n_pairs:
         return
     p = pair0 + t
-    i = owner[p]
+    a_col = owner[p] - atom0
     j = nbr[p]
-    a_col = i - atom0
     dx = D[p, 0]
     dy = D[p, 1]
     dz = D[p, 2]
@@ -347,19 +351,67 @@ def pair_forces(atom0, pair0, n_pairs, owner, nbr, D, species, nl_n, nl_l, nl_of
             fx += radial * ux + wR * dY[0, lm, t]
             fy += radial * uy + wR * dY[1, lm, t]
             fz += radial * uz + wR * dY[2, lm, t]
-    cuda.atomic.add(forces, (i, 0), fx)
-    cuda.atomic.add(forces, (i, 1), fy)
-    cuda.atomic.add(forces, (i, 2), fz)
+    f_pair[0, t] = fx
+    f_pair[1, t] = fy
+    f_pair[2, t] = fz
     cuda.atomic.add(forces, (j, 0), -fx)
     cuda.atomic.add(forces, (j, 1), -fy)
     cuda.atomic.add(forces, (j, 2), -fz)
+
+
+@cuda.jit
+def own_forces_and_virials(atom0, n_atoms, pair0, first, D, f_pair, with_virial, forces, virials):
+    """``F_i += sum_j f_ij`` over the pairs of atom ``atom0 + t`` and, with the virial,
+    ``virials[i] = sum_j f_ij (x) D_ij`` (row-major 3 x 3). One thread owns atom ``i``:
+    no atomics (kernels on one stream do not overlap, so :func:`pair_forces` is done).
+    """
+    t = cuda.grid(1)
+    if t >= n_atoms:
+        return
+    i = atom0 + t
+    sx = 0.0
+    sy = 0.0
+    sz = 0.0
+    v0 = 0.0
+    v1 = 0.0
+    v2 = 0.0
+    v3 = 0.0
+    v4 = 0.0
+    v5 = 0.0
+    v6 = 0.0
+    v7 = 0.0
+    v8 = 0.0
+    for p in range(first[i], first[i + 1]):
+        q = p - pair0
+        fx = f_pair[0, q]
+        fy = f_pair[1, q]
+        fz = f_pair[2, q]
+        sx += fx
+        sy += fy
+        sz += fz
+        if with_virial:
+            dx = D[p, 0]
+            dy = D[p, 1]
+            dz = D[p, 2]
+            v0 += fx * dx
+            v1 += fx * dy
+            v2 += fx * dz
+            v3 += fy * dx
+            v4 += fy * dy
+            v5 += fy * dz
+            v6 += fz * dx
+            v7 += fz * dy
+            v8 += fz * dz
+    forces[i, 0] += sx
+    forces[i, 1] += sy
+    forces[i, 2] += sz
     if with_virial:
-        cuda.atomic.add(virials, (i, 0), fx * dx)
-        cuda.atomic.add(virials, (i, 1), fx * dy)
-        cuda.atomic.add(virials, (i, 2), fx * dz)
-        cuda.atomic.add(virials, (i, 3), fy * dx)
-        cuda.atomic.add(virials, (i, 4), fy * dy)
-        cuda.atomic.add(virials, (i, 5), fy * dz)
-        cuda.atomic.add(virials, (i, 6), fz * dx)
-        cuda.atomic.add(virials, (i, 7), fz * dy)
-        cuda.atomic.add(virials, (i, 8), fz * dz)
+        virials[i, 0] = v0
+        virials[i, 1] = v1
+        virials[i, 2] = v2
+        virials[i, 3] = v3
+        virials[i, 4] = v4
+        virials[i, 5] = v5
+        virials[i, 6] = v6
+        virials[i, 7] = v7
+        virials[i, 8] = v8
