@@ -30,6 +30,12 @@ class ACECalculator(Calculator):
     >>> atoms.calc = ACECalculator(model)
     >>> atoms.get_forces().shape
     (9, 3)
+
+    The same on an NVIDIA GPU (needs ``numba-cuda``):
+
+    >>> from skace.gpu import cuda_available
+    >>> if cuda_available():
+    ...     atoms.calc = ACECalculator(model, device="cuda")
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]

@@ -54,7 +54,17 @@ DeviceNeighbours = namedtuple(
 
 
 def cuda_available():
-    """Whether ``device="cuda"`` can run here: numba-cuda importable and a GPU (or the simulator) usable."""
+    """Whether ``device="cuda"`` can run here: numba-cuda importable and a GPU (or the simulator) usable.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from skace.gpu import cuda_available
+    >>> device = "cuda" if cuda_available() else "cpu"
+    """
     try:
         from numba import cuda
     except ImportError:
@@ -73,6 +83,24 @@ def check_device(device, who):
     device : {"cpu", "cuda"}
     who : str
         Name of the estimator, for the message.
+
+    Returns
+    -------
+    str
+        ``device``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown device.
+    RuntimeError
+        For "cuda" when numba-cuda or a usable GPU is missing.
+
+    Examples
+    --------
+    >>> from skace.gpu import check_device
+    >>> check_device("cpu", "ACETransformer")
+    'cpu'
     """
     if device not in DEVICES:
         raise ValueError(f"{who}: device must be one of {DEVICES}, got {device!r}")
@@ -95,6 +123,17 @@ class DeviceModel:
     folded : tuple of ndarray, optional
         ``(w_indptr, w_parent, w_last, w_val)`` from
         :func:`skace.maths.basis.fold_coefficients`, for energies and forces.
+
+    Examples
+    --------
+    >>> from ase.build import molecule
+    >>> from skace import ACETransformer
+    >>> from skace.gpu import DeviceModel, cuda_available, device_neighbour_list
+    >>> X = [molecule("H2O"), molecule("CH3OH")]
+    >>> ace = ACETransformer(cutoff=3.0, correlation_order=2, max_degree=4).fit(X)
+    >>> if cuda_available():
+    ...     compact = DeviceModel(ace).atom_features(device_neighbour_list(X, ace.elements_, ace.cutoff))
+    ...     assert compact.shape[0] == 9
     """
 
     def __init__(self, descriptor, folded=None):
@@ -256,9 +295,28 @@ def device_neighbour_list(structures, elements, cutoff, name="X"):
     structure is binned on the host (with its periodic ghosts) and searched
     on the device.
 
+    Parameters
+    ----------
+    structures : list of ase.Atoms
+    elements : list of str
+        Symbols in species-index order.
+    cutoff : float
+    name : str
+        Name of the input in error messages.
+
     Returns
     -------
     DeviceNeighbours
+        Host-side ``structure_start``, ``species`` and ``first`` (CSR), and
+        device arrays ``d_species``, ``d_first``, ``d_owner``, ``d_nbr``, ``d_D``.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from skace.gpu import cuda_available, device_neighbour_list
+    >>> if cuda_available():
+    ...     nl = device_neighbour_list([bulk("Cu", cubic=True)], ["Cu"], 3.0)
+    ...     assert nl.first[-1] == 4 * 12
     """
     from numba import cuda
 
@@ -383,6 +441,17 @@ def evaluate(regressor, structures, forces=True, stress=False):
         :class:`skace.structures.Batch` with the host-side arrays
         (``structure_start``, ``species``, ``first``); its pair arrays stay on
         the device and are None here.
+
+    Examples
+    --------
+    >>> from skace import ACERegressor, ACETransformer
+    >>> from skace.datasets import load_sample
+    >>> from skace.gpu import cuda_available, evaluate
+    >>> train = load_sample(n=20)
+    >>> model = ACERegressor(ACETransformer(cutoff=4.0, correlation_order=2, max_degree=6)).fit(train)
+    >>> if cuda_available():
+    ...     res = evaluate(model, train[:2], forces=True)
+    ...     assert res["forces"].shape == (18, 3)
     """
     d = regressor.descriptor_
     model = device_model(regressor, d, regressor.folded_)
@@ -402,11 +471,28 @@ def evaluate(regressor, structures, forces=True, stress=False):
 def atom_features(descriptor, structures):
     """GPU twin of ``ACETransformer._atom_features`` for a list of structures.
 
+    Parameters
+    ----------
+    descriptor : ACETransformer
+        Fitted.
+    structures : list of ase.Atoms
+
     Returns
     -------
     compact : ndarray of shape (n_atoms, width)
+        Row ``i``: the features of atom ``i``'s own element block.
     species : ndarray of shape (n_atoms,)
     structure_start : ndarray of shape (n_structures + 1,)
+
+    Examples
+    --------
+    >>> from ase.build import molecule
+    >>> from skace import ACETransformer
+    >>> from skace.gpu import atom_features, cuda_available
+    >>> X = [molecule("H2O")]
+    >>> ace = ACETransformer(cutoff=3.0, correlation_order=2, max_degree=4, device="cpu").fit(X)
+    >>> if cuda_available():  # what ace.set_params(device="cuda").transform(X) runs
+    ...     compact, species, start = atom_features(ace, X)
     """
     model = device_model(descriptor, descriptor)
     nl = device_neighbour_list(structures, descriptor.elements_, descriptor.cutoff)
