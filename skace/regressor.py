@@ -391,7 +391,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         return out
 
     def predict_atomic_energies(self, X):
-        """Per-atom energies ``E0[Z_i] + c . B_i`` (eV), atoms in input order.
+        """Per-atom energies ``E0[Z_i] + c @ B_i`` (eV), atoms in input order.
 
         Returns
         -------
