@@ -101,8 +101,9 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         :meth:`select_features` and by sparsification.
     device : {"cpu", "cuda"}, default="cpu"
         Where ``transform`` runs: numba CPU kernels or an NVIDIA GPU through
-        numba-cuda (:mod:`skace.gpu`). Gradients (``transform_gradient``,
-        ``iter_gradients``) always run on the CPU.
+        numba-cuda (:mod:`skace.gpu`); so do ``transform_gradient`` and
+        ``iter_gradients`` (so fits that use this descriptor assemble their
+        force rows on the GPU).
 
     Attributes
     ----------
@@ -375,6 +376,12 @@ class ACETransformer(TransformerMixin, BaseEstimator):
                 yield sl, out
 
     def _gradient_into(self, batch, out):
+        if getattr(self, "device", "cpu") == "cuda":
+            from .gpu import feature_gradients_into
+
+            _check_device(self.device)
+            feature_gradients_into(self, batch, out)
+            return
         b = self.compiled_
         _k.compute_feature_gradients(
             batch.structure_start, batch.first, batch.nbr, batch.D, batch.species,

@@ -14,7 +14,8 @@ What runs where, per call:
   binning (linear in the atoms, :mod:`skace.kernels.neighbours`), the prefix
   sum of the per-atom pair counts;
 * device: the pair search, radial functions and harmonics, atomic base,
-  product tree, energies, adjoint, pair forces and virials.
+  product tree, energies, adjoint, pair forces and virials, features and
+  feature gradients (the latter on the CPU's neighbour list, copied over).
 
 The basis, radial parameters and folded coefficients are copied to the
 device once per fitted estimator and kept there (see :func:`device_model`).
@@ -154,6 +155,11 @@ class DeviceModel:
         self.row_start, self.indptr = put(b.row_start), put(b.indptr)
         self.parent, self.last, self.vals = put(b.parent), put(b.last), put(b.vals)
         self.folded = None if folded is None else tuple(put(np.ascontiguousarray(a)) for a in folded)
+        # radial and lm index of each entry of an element block of A (for dA on the fly)
+        sizes = 2 * b.nl_l + 1
+        self.a_n = put(np.repeat(b.nl_n, sizes).astype(np.int64))
+        self.a_lm = put(np.concatenate([b.nl_l[k] ** 2 + np.arange(sizes[k]) for k in range(len(sizes))])
+                        .astype(np.int64))
         self._scratch = {}
 
     def scratch(self, name, shape):
@@ -174,13 +180,13 @@ class DeviceModel:
         return have
 
     # ------------------------------------------------------------ chunks
-    def chunks(self, first, max_memory=None):
+    def chunks(self, first, max_memory=None, extra_pair_bytes=0):
         """Atom ranges ``(a0, a1)`` whose pair and product work arrays fit ``max_memory`` MiB
-        (default :data:`CHUNK_MEMORY_MIB`)."""
+        (default :data:`CHUNK_MEMORY_MIB`); ``extra_pair_bytes``: more work per pair."""
         b = self.basis
         if max_memory is None:
             max_memory = CHUNK_MEMORY_MIB if CHUNK_MEMORY_MIB is not None else _free_memory_share()
-        pair_bytes = 8 * (2 * b.n_radial + 4 * self.n_lm + 3)
+        pair_bytes = 8 * (2 * b.n_radial + 4 * self.n_lm + 3) + extra_pair_bytes
         atom_bytes = 8 * 2 * (b.n_AA + 1)
         budget = int(max_memory * 2**20)
         n_atoms = len(first) - 1
@@ -283,6 +289,79 @@ def _free_memory_share():
     if not np.isfinite(free):  # the simulator reports infinity
         return 2048
     return float(np.clip(free / 3, 256, 16384))
+
+
+def _feature_gradients(model, nl, out):
+    """``out[j, d, r] = d(sum_i B_i[r]) / dr_j[d]`` on the device (``out``: device, zeroed)."""
+    from .kernels import gpu as _g
+
+    b = model.basis
+    n_tree = b.n_AA - b.n_A
+    for a0, a1 in model.chunks(nl.first, extra_pair_bytes=8 * 3 * n_tree):
+        AA, (R, dR, Y, dY), p0, n_p = model._run_products(nl, a0, a1)
+        if not n_p:
+            continue
+        dAA = model.scratch("dAA", (max(n_tree, 1), 3 * n_p))
+        _g.feature_gradient_columns[_g.blocks(3 * n_p), _g.THREADS_PER_BLOCK](
+            a0, p0, n_p, nl.d_owner, nl.d_nbr, nl.d_D, nl.d_species, b.n_nlm, b.n_A, b.n_AA, model.a_n,
+            model.a_lm, model.tree_parent, model.tree_last, model.row_start, model.indptr, model.parent,
+            model.last, model.vals, R, dR, Y, dY, AA, dAA, out)
+
+
+def feature_gradients_into(descriptor, batch, out):
+    """GPU twin of ``ACETransformer._gradient_into``: fill ``out`` (host, (n_atoms, 3, n_features)).
+
+    ``out[j, d, r]`` is the derivative of feature ``r`` of ``j``'s structure
+    (the sum over its atoms) with respect to coordinate ``d`` of atom ``j``.
+    The neighbour list is the CPU's ``batch`` (from
+    :func:`skace.structures.build_batch`), copied to the device.
+
+    Parameters
+    ----------
+    descriptor : ACETransformer
+        Fitted.
+    batch : skace.structures.Batch
+    out : ndarray of shape (n_atoms, 3, n_features)
+        Overwritten.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ase.build import molecule
+    >>> from skace import ACETransformer
+    >>> from skace.gpu import cuda_available, feature_gradients_into
+    >>> X = [molecule("H2O")]
+    >>> ace = ACETransformer(cutoff=3.0, correlation_order=2, max_degree=4).fit(X)
+    >>> out = np.empty((3, 3, ace.n_features_out_))
+    >>> if cuda_available():  # what ace.set_params(device="cuda").transform_gradient(X) runs
+    ...     G = feature_gradients_into(ace, ace._batch(X), out)
+    """
+    from numba import cuda
+
+    from .kernels import gpu as _g
+
+    model = device_model(descriptor, descriptor)
+    nl = _neighbours_from_batch(batch)
+    d_out = cuda.device_array(out.shape)
+    flat = d_out.reshape(out.size)
+    if out.size:
+        _g.fill_zero[_g.blocks(out.size), _g.THREADS_PER_BLOCK](flat)
+    _feature_gradients(model, nl, d_out)
+    d_out.copy_to_host(out)
+    return out
+
+
+def _neighbours_from_batch(batch):
+    """A CPU-built :class:`skace.structures.Batch` as :class:`DeviceNeighbours`."""
+    from numba import cuda
+
+    owner = np.repeat(np.arange(len(batch.species), dtype=np.int64), np.diff(batch.first))
+    pad = len(owner) == 0  # kernels take arrays of at least one element
+    put = cuda.to_device
+    return DeviceNeighbours(
+        batch.structure_start, batch.species, batch.first, put(batch.species), put(batch.first),
+        put(np.zeros(1, np.int64) if pad else owner), put(np.zeros(1, np.int64) if pad else batch.nbr),
+        put(np.zeros((1, 3)) if pad else np.ascontiguousarray(batch.D)))
 
 
 # ---------------------------------------------------------- neighbour list

@@ -82,8 +82,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         Progress bar over structures while assembling.
     device : {"cpu", "cuda"}, default="cpu"
         Where predictions (energies, forces, stress) run: numba CPU kernels
-        or an NVIDIA GPU through numba-cuda (:mod:`skace.gpu`). Fitting runs
-        on the CPU; the descriptor's own ``device`` governs its features.
+        or an NVIDIA GPU through numba-cuda (:mod:`skace.gpu`). The
+        descriptor's own ``device`` decides where the features and gradients
+        of a fit are computed; the linear algebra runs on the CPU.
 
     Attributes
     ----------

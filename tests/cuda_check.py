@@ -75,21 +75,25 @@ def compare_model(model, structures, stress, report, tag):
     model.set_params(device="cpu")
 
 
-def compare_features(descriptor, structures, report, tag):
+def compare_features(descriptor, structures, report, tag, gradients=False):
     cpu = ACETransformer(**descriptor).fit(structures)
     gpu = ACETransformer(**descriptor, device="cuda").fit(structures)
     report[f"{tag}_features"] = error(cpu.transform(structures), gpu.transform(structures))
+    if gradients:
+        report[f"{tag}_feature_gradients"] = error(cpu.transform_gradient(structures),
+                                                   gpu.transform_gradient(structures))
     cpu.set_params(per_atom=True)
     gpu.set_params(per_atom=True)
     report[f"{tag}_features_per_atom"] = error(cpu.transform(structures), gpu.transform(structures))
 
 
 def core(report):
-    """Molecules (energies, forces, per-atom energies, features), a periodic alloy (with stress), the calculator."""
+    """Molecules (energies, forces, per-atom energies, features and their gradients), a periodic alloy
+    (with stress), the calculator."""
     mols = molecules()
     basis = dict(cutoff=3.0, correlation_order=3, max_degree=6, l_weight=1.0)
     compare_model(random_model(mols, radial_basis="agnesi", **basis), mols, False, report, "molecules")
-    compare_features(dict(radial_basis="agnesi", **basis), mols, report, "molecules_agnesi")
+    compare_features(dict(radial_basis="agnesi", **basis), mols, report, "molecules_agnesi", gradients=True)
 
     # overlapping atoms give the CPU backend's error
     bad = molecule("H2O")
@@ -114,7 +118,8 @@ def core(report):
 
 
 def extra(report):
-    """Every radial family, a slab (mixed periodicity), many small chunks, the binned search for molecules."""
+    """Every radial family, a slab (mixed periodicity), periodic feature gradients and a fit on the GPU,
+    many small chunks, the binned search for molecules."""
     import skace.gpu
     from skace import structures as host_structures
 
@@ -125,7 +130,12 @@ def extra(report):
     cells = periodic()
     model = random_model(cells, **PERIODIC_BASIS)
     compare_model(model, cells, False, report, "mixed_pbc")
-    compare_features(PERIODIC_BASIS, cells, report, "periodic")
+    compare_features(PERIODIC_BASIS, cells, report, "periodic", gradients=True)
+
+    # a fit whose features and gradients come from the GPU: the same coefficients
+    fits = [ACERegressor(ACETransformer(**PERIODIC_BASIS, device=device), solver="ridge", alpha=1e-3, cache=False)
+            .fit(cells) for device in ("cpu", "cuda")]
+    report["fit_coefficients"] = error(fits[0].coef_, fits[1].coef_)
     skace.gpu.CHUNK_MEMORY_MIB = 0.01  # one atom per chunk
     host_structures.SMALL_MOLECULE = 4  # molecules above 4 atoms take the binned search
     try:

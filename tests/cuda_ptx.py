@@ -39,6 +39,9 @@ SIGNATURES = {
     "energy_adjoint": (I, I, IV, I, IV, IV, IV, IV, IV, FV, B, FM, FM, FV),
     "pair_forces": (I, I, I, IV, IV, FM, IV, IV, IV, IV, I, FM, FM, FM, F3, FM, FM, FM),
     "own_forces_and_virials": (I, I, I, IV, FM, FM, B, FM, FM),
+    "feature_gradient_columns": (I, I, I, IV, IV, FM, IV, I, I, I, IV, IV, IV, IV, IV, IV, IV, IV, FV, FM, FM, FM, F3,
+                                 FM, FM, F3),
+    "fill_zero": (FV,),
 }
 
 

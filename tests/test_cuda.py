@@ -112,4 +112,4 @@ def test_cuda_kernels_compile_for_the_device():
         pytest.skip("no CUDA toolkit libraries (NVVM, NVRTC) to compile with")
     assert res.returncode == 0, res.stderr[-3000:]
     kernels = [json.loads(line)["kernel"] for line in res.stdout.splitlines()]
-    assert len(kernels) == 9
+    assert len(kernels) == 11

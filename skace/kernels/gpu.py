@@ -14,7 +14,9 @@ compute one thing, with one thread per pair or per atom:
 * :func:`pair_forces`: ``dE_i/dr_j`` per pair, scattered into the
   neighbours' forces with float64 atomics;
 * :func:`own_forces_and_virials`: the central atoms' forces and per-atom
-  virials, summed over their own pairs.
+  virials, summed over their own pairs;
+* :func:`feature_gradient_columns`: ``dB_i/dr_j`` for fitting, forward mode
+  with one thread per pair and direction (one column of ``dAA``).
 
 Work arrays of a chunk of atoms or pairs are laid out item-last
 (``AA[k, atom]``, ``Y[lm, pair]``) so that neighbouring threads touch
@@ -415,3 +417,74 @@ def own_forces_and_virials(atom0, n_atoms, pair0, first, D, f_pair, with_virial,
         virials[i, 6] = v6
         virials[i, 7] = v7
         virials[i, 8] = v8
+
+
+# ------------------------------------------------------- feature gradients
+@cuda.jit(device=True, inline=True)
+def _d_base(local, d, u_d, t, a_n, a_lm, R, dR, Y, dY):
+    """``d A[block + local] / d r_j[d]`` for pair ``t`` (``u_d``: component ``d`` of its unit vector)."""
+    n = a_n[local]
+    lm = a_lm[local]
+    return dR[n, t] * Y[lm, t] * u_d + R[n, t] * dY[d, lm, t]
+
+
+@cuda.jit(device=True, inline=True)
+def _d_product(k, n_A, n_AA, lo, n_nlm, d, u_d, t, c, a_n, a_lm, R, dR, Y, dY, dAA):
+    """Derivative of ``AA[k]`` along column ``c``: stored (tree), on the fly (``A`` of the
+    neighbour's element block ``lo:lo + n_nlm``), or zero (other blocks, the constant ``k = n_AA``)."""
+    if k >= n_AA:
+        return 0.0
+    if k >= n_A:
+        return dAA[k - n_A, c]
+    if lo <= k < lo + n_nlm:
+        return _d_base(k - lo, d, u_d, t, a_n, a_lm, R, dR, Y, dY)
+    return 0.0
+
+
+@cuda.jit
+def feature_gradient_columns(atom0, pair0, n_pairs, owner, nbr, D, species, n_nlm, n_A, n_AA, a_n, a_lm, tree_parent,
+                             tree_last, row_start, indptr, parent, last, vals, R, dR, Y, dY, AA, dAA, out):
+    """``out[j, d, r] += dB_i[r]/dr_j[d]`` and ``out[i, d, r] -= ...`` for column ``c = 3 t + d``.
+
+    Forward mode as in the CPU kernel, but one thread per (pair ``t``,
+    direction ``d``): ``dAA[k - n_A, c]`` holds the derivative of stored product
+    ``k`` (the ``A`` part is recomputed, non-zero on the neighbour's element
+    block only). Several pairs share ``i`` and ``j``, hence atomic adds.
+    """
+    c = cuda.grid(1)
+    if c >= 3 * n_pairs:
+        return
+    t = c // 3
+    d = c - 3 * t
+    p = pair0 + t
+    i = owner[p]
+    j = nbr[p]
+    col = i - atom0
+    r = math.sqrt(D[p, 0] * D[p, 0] + D[p, 1] * D[p, 1] + D[p, 2] * D[p, 2])
+    u_d = D[p, d] / r
+    lo = species[j] * n_nlm
+    for k in range(tree_parent.shape[0]):
+        pa = tree_parent[k]
+        la = tree_last[k]
+        dAA[k, c] = (_d_product(pa, n_A, n_AA, lo, n_nlm, d, u_d, t, c, a_n, a_lm, R, dR, Y, dY, dAA) * AA[la, col]
+                     + AA[pa, col] * _d_product(la, n_A, n_AA, lo, n_nlm, d, u_d, t, c, a_n, a_lm, R, dR, Y, dY, dAA))
+    e = species[i]
+    for row in range(row_start[e], row_start[e + 1]):
+        s = 0.0
+        for q in range(indptr[row], indptr[row + 1]):
+            pa = parent[q]
+            la = last[q]
+            s += vals[q] * (
+                _d_product(pa, n_A, n_AA, lo, n_nlm, d, u_d, t, c, a_n, a_lm, R, dR, Y, dY, dAA) * AA[la, col]
+                + AA[pa, col] * _d_product(la, n_A, n_AA, lo, n_nlm, d, u_d, t, c, a_n, a_lm, R, dR, Y, dY, dAA))
+        if s != 0.0:
+            cuda.atomic.add(out, (j, d, row), s)
+            cuda.atomic.add(out, (i, d, row), -s)
+
+
+@cuda.jit
+def fill_zero(x):
+    """``x[:] = 0`` for a flat device array."""
+    k = cuda.grid(1)
+    if k < x.shape[0]:
+        x[k] = 0.0
