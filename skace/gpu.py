@@ -501,6 +501,29 @@ def device_model(estimator, descriptor, folded=None):
     return model
 
 
+def release(estimator=None):
+    """Free the device memory held for ``estimator`` (None: for every estimator).
+
+    A fitted estimator keeps its basis, coefficients and the work arrays of
+    its largest call on the GPU for as long as it lives, so that repeated
+    calls (molecular dynamics) only move positions and results; after one
+    very large call that can be a sizeable share of the GPU's memory.
+
+    Parameters
+    ----------
+    estimator : ACETransformer or ACERegressor, optional
+
+    Examples
+    --------
+    >>> from skace.gpu import release
+    >>> release()
+    """
+    if estimator is None:
+        _MODELS.clear()
+    else:
+        _MODELS.pop(estimator, None)
+
+
 def evaluate(regressor, structures, forces=True, stress=False):
     """GPU twin of ``ACERegressor._evaluate``: per-atom energies, forces, per-structure virials.
 

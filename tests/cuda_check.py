@@ -116,6 +116,13 @@ def core(report):
         report[f"calculator_{k}"] = error(v, atoms.calc.get_property(k, atoms))
     report["reference_scale"] = float(min(np.abs(ref["energy"]), np.abs(ref["forces"]).max()))
 
+    # atoms without neighbours, a batch without any pair, a basis without products (nu = 1)
+    lonely = [Atoms("CO", positions=[[0, 0, 0], [9, 0, 0]]), Atoms("H", positions=[[0, 0, 0]])]
+    two_body = dict(basis, correlation_order=1)
+    compare_model(random_model(mols + lonely, radial_basis="agnesi", **two_body), mols + lonely, False, report,
+                  "two_body")
+    compare_model(random_model(mols + lonely, radial_basis="agnesi", **basis), lonely, False, report, "no_pairs")
+
 
 def extra(report):
     """Every radial family, a slab (mixed periodicity), periodic feature gradients and a fit on the GPU,
