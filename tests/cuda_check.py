@@ -88,12 +88,14 @@ def compare_features(descriptor, structures, report, tag, gradients=False):
 
 
 def core(report):
-    """Molecules (energies, forces, per-atom energies, features and their gradients), a periodic alloy
-    (with stress), the calculator."""
+    """Molecules (energies, forces, per-atom energies, features; gradients on a small basis), a periodic
+    alloy (with stress), the calculator, atoms without neighbours, nu = 1."""
     mols = molecules()
     basis = dict(cutoff=3.0, correlation_order=3, max_degree=6, l_weight=1.0)
     compare_model(random_model(mols, radial_basis="agnesi", **basis), mols, False, report, "molecules")
-    compare_features(dict(radial_basis="agnesi", **basis), mols, report, "molecules_agnesi", gradients=True)
+    compare_features(dict(radial_basis="agnesi", **basis), mols, report, "molecules_agnesi")
+    small = dict(cutoff=3.0, correlation_order=3, max_degree=4, l_weight=1.0, radial_basis="agnesi")
+    compare_features(small, mols[1:], report, "small_molecules", gradients=True)
 
     # overlapping atoms give the CPU backend's error
     bad = molecule("H2O")
@@ -107,6 +109,9 @@ def core(report):
     cells = periodic()[:2]
     model = random_model(cells, **PERIODIC_BASIS)
     compare_model(model, cells, True, report, "periodic")
+    from skace.gpu import release
+
+    release(model)  # the calculator below starts from a fresh copy on the device
 
     atoms = cells[0].copy()
     atoms.calc = ACECalculator(model, device="cpu")
@@ -125,13 +130,14 @@ def core(report):
 
 
 def extra(report):
-    """Every radial family, a slab (mixed periodicity), periodic feature gradients and a fit on the GPU,
-    many small chunks, the binned search for molecules."""
+    """Every radial family, a slab (mixed periodicity), feature gradients (molecules, periodic) and a fit
+    on the GPU, many small chunks, the binned search for molecules."""
     import skace.gpu
     from skace import structures as host_structures
 
     mols = molecules()
     basis = dict(cutoff=3.0, correlation_order=3, max_degree=6, l_weight=1.0)
+    compare_features(dict(radial_basis="agnesi", **basis), mols, report, "molecules_agnesi", gradients=True)
     for family in ["bessel", "gaussian", "chebexp"]:
         compare_features(dict(radial_basis=family, **basis), mols, report, f"molecules_{family}")
     cells = periodic()
