@@ -3,7 +3,8 @@
 For each size in ``--sizes`` (atoms) a periodic fcc Cu/Ni alloy supercell
 (random occupation, rattled) is built, and one ``predict_energy_forces`` call
 (neighbour list, energies and forces, results back on the host) is timed on
-both backends in the same process: best of ``--repeat`` after a warm-up call
+both backends in the same process, as is one step through ASE
+(``ACECalculator``: energy, forces and stress, a fresh calculator each time): best of ``--repeat`` after a warm-up call
 (which includes the CUDA JIT compilation). The CPU backend uses all numba
 threads and is timed up to ``--cpu-max-atoms`` only (it takes about a minute
 per call at 10^6 atoms on a few cores).
@@ -116,6 +117,7 @@ def main(argv=None):
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     import numpy as np
 
+    from skace import ACECalculator
     from skace.gpu import check_device, device_neighbour_list
 
     check_device("cuda", "bench_gpu")
@@ -127,6 +129,12 @@ def main(argv=None):
     def energy_forces(atoms, device):
         model.set_params(device=device)
         return model.predict_energy_forces([atoms])
+
+    def ase_step(atoms, device):
+        """One MD-like step through ASE: energy, forces and stress from a fresh calculation."""
+        atoms.calc = ACECalculator(model, device=device)
+        atoms.get_forces()
+        atoms.get_stress()
 
     results = []
     for size in sorted(args.sizes):
@@ -143,6 +151,7 @@ def main(argv=None):
             return nl
 
         row["gpu_neighbour_list_us_per_atom"] = 1e6 * best_time(neighbours, args.repeat) / n
+        row["gpu_ase_us_per_atom"] = 1e6 * best_time(lambda: ase_step(atoms, "cuda"), args.repeat) / n
         row["n_pairs"] = int(neighbours().first[-1])
         if n <= args.cpu_max_atoms:
             E_gpu, F_gpu = energy_forces(atoms, "cuda")
@@ -151,6 +160,7 @@ def main(argv=None):
             row["max_abs_force_diff"] = float(np.abs(F_gpu - F_cpu).max())
             row["cpu_us_per_atom"] = 1e6 * best_time(lambda: energy_forces(atoms, "cpu"), args.repeat) / n
             row["speedup"] = row["cpu_us_per_atom"] / row["gpu_us_per_atom"]
+            row["cpu_ase_us_per_atom"] = 1e6 * best_time(lambda: ase_step(atoms, "cpu"), args.repeat) / n
         print(f"[bench_gpu] {json.dumps(row)}", file=sys.stderr, flush=True)
         results.append(row)
     doc = {
