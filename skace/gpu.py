@@ -2,7 +2,8 @@
 
 Selected by ``device="cuda"`` on :class:`skace.ACETransformer`,
 :class:`skace.ACERegressor` and :class:`skace.ACECalculator`; needs the
-optional ``numba-cuda`` package (``pip install "skace[cuda]"``) and a CUDA GPU,
+optional ``numba-cuda`` package (``pip install "skace[cuda]"``, or
+``skace[cuda12]`` / ``skace[cuda13]`` without a CUDA toolkit) and a CUDA GPU,
 or numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, for testing only).
 
 Everything here imports ``numba.cuda`` lazily, so ``import skace`` works on
