@@ -59,8 +59,6 @@ def alloy(n_atoms, rng):
 
 
 def build_model(args, rng):
-    import numpy as np
-
     from skace import ACERegressor, ACETransformer
 
     descriptor = ACETransformer(elements=["Ni", "Cu"], cutoff=args.cutoff, correlation_order=args.correlation_order,

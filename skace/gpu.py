@@ -126,6 +126,12 @@ class DeviceModel:
         ``(w_indptr, w_parent, w_last, w_val)`` from
         :func:`skace.maths.basis.fold_coefficients`, for energies and forces.
 
+    Notes
+    -----
+    Work arrays are kept between calls and shared by them, so one
+    ``DeviceModel`` (hence one estimator) must not be used from several host
+    threads at once.
+
     Examples
     --------
     >>> from ase.build import molecule
