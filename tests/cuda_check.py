@@ -153,6 +153,7 @@ def extra(report):
     host_structures.SMALL_MOLECULE = 4  # molecules above 4 atoms take the binned search
     try:
         compare_model(model, cells, False, report, "chunked")
+        compare_features(PERIODIC_BASIS, cells[:2], report, "chunked_periodic", gradients=True)
         compare_model(random_model(mols, radial_basis="agnesi", **basis), mols, False, report, "binned_molecules")
     finally:
         skace.gpu.CHUNK_MEMORY_MIB = None
