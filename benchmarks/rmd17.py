@@ -80,8 +80,8 @@ def make_model(settings):
     return model
 
 
-def run_one(molecule, n_train, settings, folder, threads):
-    """Fit and evaluate in this (fresh) process; returns a result dict."""
+def run_one(molecule, n_train, settings, folder, threads, save_dir=None):
+    """Fit and evaluate in this (fresh) process; returns a result dict (and saves the model to ``save_dir``)."""
     import resource
 
     import numba
@@ -107,6 +107,10 @@ def run_one(molecule, n_train, settings, folder, threads):
         model.predict_energy_forces(test)
         best = min(best, time.perf_counter() - t0)
     d = model.descriptor_
+    if save_dir:
+        from skace import save
+
+        save(model, os.path.join(save_dir, f"{molecule}_{len(train)}.skace"))
     return {
         "molecule": molecule,
         "n_train": len(train),
@@ -159,6 +163,36 @@ def markdown(results):
     return "\n".join(lines)
 
 
+def plot_learning_curves(results, path):
+    """Energy and force MAE against training set size (log-log), one line per molecule,
+    with the published linear ACE errors at 50 and 1000 configurations as open markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    molecules = list(dict.fromkeys(r["molecule"] for r in results if "energy_mae_meV" in r))
+    for i, mol in enumerate(molecules):
+        rows = sorted((r for r in results if r["molecule"] == mol and "energy_mae_meV" in r),
+                      key=lambda r: r["n_train"])
+        n = [r["n_train"] for r in rows]
+        colour = f"C{i % 10}"
+        for ax, key, k in ((axes[0], "energy_mae_meV", 0), (axes[1], "force_mae_meV_per_A", 1)):
+            ax.plot(n, [r[key] for r in rows], "o-", color=colour, label=mol)
+            ax.plot([50, 1000], [PUBLISHED_ACE_50[mol][k], PUBLISHED_1000[mol][0][k]], "s", mfc="none",
+                    color=colour)
+    for ax, label in zip(axes, ("energy MAE (meV)", "force MAE (meV/Å)")):
+        ax.set(xscale="log", yscale="log", xlabel="training configurations", ylabel=label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle("skace defaults (filled) and published linear ACE (open squares), rMD17 split 01")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--molecules", nargs="*", help="default: every molecule with train and test files")
@@ -169,6 +203,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="numba threads per fit")
     parser.add_argument("--output", help="also write the JSON here")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    parser.add_argument("--save-models", metavar="DIR", help="save each fitted model as DIR/MOLECULE_N.skace")
+    parser.add_argument("--plot", metavar="PNG", help="plot learning curves (needs several --n-train)")
     args = parser.parse_args(argv)
     folder = data_dir(args.data)
     if folder is None or not os.path.isdir(folder):
@@ -176,6 +212,8 @@ def main(argv=None):
     molecules = args.molecules or available(folder)
     missing = [m for m in molecules if m not in available(folder)]
     settings = json.loads(args.settings)
+    if args.save_models:
+        os.makedirs(args.save_models, exist_ok=True)
     results = []
     ctx = get_context("spawn")
     for mol in molecules:
@@ -185,7 +223,7 @@ def main(argv=None):
         for n in args.n_train:
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
                 try:
-                    r = pool.submit(run_one, mol, n, settings, folder, args.threads).result()
+                    r = pool.submit(run_one, mol, n, settings, folder, args.threads, args.save_models).result()
                 except Exception as err:  # a failed fit is reported, the others go on
                     r = {"molecule": mol, "n_train": n, "error": f"{type(err).__name__}: {err}"}
             r["published_linear_ace"] = PUBLISHED_1000[mol][0] if n == 1000 else PUBLISHED_ACE_50.get(mol) if n == 50 else None
@@ -197,6 +235,8 @@ def main(argv=None):
     if args.output:
         with open(args.output, "w") as fh:
             json.dump(out, fh, indent=1)
+    if args.plot:
+        plot_learning_curves(results, args.plot)
     if args.markdown:
         print(markdown([r for r in results if "skipped" not in r]))
 

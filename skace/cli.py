@@ -1,4 +1,4 @@
-"""The ``skace`` command line: fit, evaluate, features, md.
+"""The ``skace`` command line: fit, evaluate, features, md, sparsify, explain, export.
 
 Every user mistake (missing file, unknown element, bad option) ends as one
 line on stderr and exit status 2, never a traceback.
@@ -165,6 +165,85 @@ def cmd_md(args):
     return 0
 
 
+def cmd_sparsify(args):
+    from . import save
+    from .io import load_potential
+    from .metrics import evaluate
+    from .sparsify import ACESparsifier, time_energy_forces
+
+    model = load_potential(args.model)
+    train = read_structures(args.data, model.energy_key, model.forces_key, args.n_train)
+    test = read_structures(args.test, model.energy_key, model.forces_key) if args.test else None
+    model.set_params(verbose=not args.quiet)
+    print(f"refitting the full model on {len(train)} structures, then selecting {args.n_features} "
+          f"functions by '{args.method}'", flush=True)
+    t0 = time.perf_counter()
+    sp = ACESparsifier(model, n_features=args.n_features, method=args.method, cost_weight=args.cost_weight)
+    sp.fit(train)
+    elapsed = time.perf_counter() - t0
+    check = test if test is not None else train
+    head = f"{'model':<8}{'functions':>10}{'µs/atom':>10}{'E MAE':>10}{'F MAE':>10}"
+    lines = [head, f"{'':<8}{'':>10}{'E+F':>10}{'meV':>10}{'meV/Å':>10}"]
+    for name, m in (("full", sp.full_model_), ("sparse", sp.model_)):
+        err = evaluate(m, check)
+        lines.append(f"{name:<8}{m.n_features_:>10}{time_energy_forces(m, check):>10.1f}"
+                     f"{1000 * err['energy_mae']:>10.2f}{1000 * err['force_mae']:>10.2f}")
+    print(f"selection and refits took {elapsed:.1f} s; errors on the {'test' if test is not None else 'training'} data")
+    print("\n".join(lines))
+    if args.output:
+        save(sp.model_, args.output)
+        print(f"sparse model written to {args.output}")
+    return 0
+
+
+def cmd_explain(args):
+    from .explain import GROUP_BY, explain_energy, group_explanation, save_plot
+    from .io import load_potential
+
+    model = load_potential(args.model)
+    data = read_structures(args.data, model.energy_key, model.forces_key, args.n)
+    if args.by not in GROUP_BY + ("feature",):
+        raise ValueError(f"unknown --by {args.by!r}; choose one of {['feature', *GROUP_BY]}")
+    explanation = explain_energy(model, data)
+    if args.by != "feature":
+        explanation = group_explanation(explanation, model, args.by)
+    importance = np.abs(explanation.values).mean(axis=0)
+    order = np.argsort(-importance, kind="stable")[: args.top]
+    print(f"mean |SHAP| of the energy over {len(data)} structures, by {args.by} (meV):")
+    width = max(len(str(explanation.feature_names[k])) for k in order)
+    for k in order:
+        print(f"  {str(explanation.feature_names[k]):<{width}}  {1000 * importance[k]:10.3f}")
+    if args.plot:
+        save_plot(explanation, args.plot, kind=args.kind, max_display=args.top,
+                  title=f"energy SHAP by {args.by}")
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def cmd_export(args):
+    from .io import load_potential
+
+    if args.spline_step <= 0:
+        raise ValueError(f"--spline-step must be positive, got {args.spline_step}")
+    model = load_potential(args.model)
+    info = model.export_yace(args.output, degree=args.degree, spline_step=args.spline_step)
+    r = info.radial
+    print(f"wrote {info.path}: {info.n_functions} C-tilde functions, {info.n_ms_combs} m-combinations, "
+          f"elements {' '.join(model.descriptor_.elements_)}")
+    print(f"radial functions: ChebPow degree {r.degree}, projection error {r.fit_max_abs_error:.2g}; "
+          f"with PACE's table (step {r.spline_step:g} Å) max error {r.max_abs_error:.2g}, "
+          f"derivative {r.max_abs_derivative_error:.2g}")
+    print(f"LAMMPS: pair_style pace / pair_coeff * * {info.path} {' '.join(model.descriptor_.elements_)}")
+    return 0
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="skace", description="Linear ACE potentials with scikit-learn.",
                                      epilog=EPILOG)
@@ -221,6 +300,40 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trajectory", default="md.traj", help="output trajectory (default md.traj)")
     p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("sparsify", help="keep the basis functions worth their cost and refit", epilog=EPILOG)
+    p.add_argument("model", help="a saved model; its settings are refitted on DATA")
+    p.add_argument("data", help="training data")
+    p.add_argument("--test", help="data on which the full and sparse models are compared (default: DATA)")
+    p.add_argument("--n-train", type=int, help="use only the first N training structures")
+    p.add_argument("-n", "--n-features", type=int, default=200, help="functions to keep (default 200)")
+    p.add_argument("--method", default="cost", choices=["omp", "cost", "lasso", "ard", "shap"],
+                   help="selection method (default cost: OMP that weighs evaluation cost)")
+    p.add_argument("--cost-weight", type=float, default=1.0, help="cost penalty for --method cost")
+    p.add_argument("-o", "--output", help="write the sparse model here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sparsify)
+
+    p = sub.add_parser("explain", help="SHAP importance of the basis functions of a saved model", epilog=EPILOG)
+    p.add_argument("model")
+    p.add_argument("data", help="structures to explain (their mean prediction is the base value)")
+    p.add_argument("-n", type=int, help="use only the first N structures")
+    p.add_argument("--by", default="body_order",
+                   help="group features by body_order, correlation_order, degree, center, neighbours, l_max, "
+                        "or 'feature' for none (default body_order)")
+    p.add_argument("--top", type=int, default=10, help="rows to print and plot (default 10)")
+    p.add_argument("--plot", help="save a SHAP plot here (PNG)")
+    p.add_argument("--kind", default="bar", choices=["bar", "beeswarm"])
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("export", help="write a saved model as an ML-PACE .yace potential (LAMMPS pair_style pace)")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="output .yace file")
+    p.add_argument("--spline-step", type=float, default=1e-3,
+                   help="PACE's radial table spacing in Å (deltaSplineBins; default 0.001)")
+    p.add_argument("--degree", type=_positive_int, default=None,
+                   help="polynomial degree of the radial projection (default: automatic)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

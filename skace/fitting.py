@@ -100,7 +100,7 @@ class LinearSystem:
     mF: int
     n_features: int
 
-    def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False):
+    def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False, standardize=True):
         """Spectral form of the weighted fit, E0 subtracted (and refined jointly if ``joint_e0``).
 
         The unknowns are the feature coefficients, followed, with
@@ -129,11 +129,11 @@ class LinearSystem:
                 parts.append(np.hstack([XF, np.zeros((len(XF), width - nf))]) if joint_e0 else XF)
                 targets.append(force_weight * self.yF)
             X = np.vstack(parts)
-            scale = prior * _safe_norm(np.sqrt(np.einsum("ij,ij->j", X, X)))
+            scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
             X /= scale
             return Spectrum.from_design(X, np.concatenate(targets)), scale
         G, b, yy, m = self.gram(energy_weight, force_weight, e0, joint_e0)
-        scale = prior * _safe_norm(np.sqrt(np.diag(G).copy()))
+        scale = column_scale(np.sqrt(np.diag(G).copy()), prior, standardize)
         for i0 in range(0, len(scale), 1024):  # in row blocks: no full-size temporaries
             G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
         return Spectrum.from_gram(G, b / scale, yy, m), scale
@@ -160,6 +160,14 @@ class LinearSystem:
             yy += force_weight**2 * self.yyF
             m += self.mF
         return G, b, yy, m
+
+
+def column_scale(norm, prior, standardize=True):
+    """Divisors of the design's columns: ``prior`` times the column norms
+    (standardised features; empty columns count as norm 1), or, without
+    ``standardize``, ``prior`` alone (the prior then acts on the raw
+    coefficients, as in ACE1)."""
+    return prior * _safe_norm(norm) if standardize else np.array(prior, dtype=float)
 
 
 def _safe_norm(norm):
@@ -250,7 +258,11 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
     species_counts : ndarray (n, n_elements)
     design_limit : int
         Keep force rows as a design matrix while it has at most this many
-        entries; beyond, accumulate their Gram matrix.
+        entries, or while there are fewer rows than features (then the
+        design is smaller than its Gram matrix, and the Gram route's evidence
+        would be decided by rounding noise: with no residual left to fit, its
+        maximum runs off to vanishing regularisation); beyond, accumulate
+        their Gram matrix.
     progress : callable, optional
         Called with the number of structures done after each chunk.
     """
@@ -265,7 +277,7 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
         return LinearSystem(XE, yE, None, None, None, None, 0.0, 0, nf)
     n_atoms = len(forces)
     atom_weight = np.repeat(weights, [len(a) for a in structures])
-    use_design = 3 * n_atoms * nf <= design_limit
+    use_design = 3 * n_atoms * nf <= design_limit or 3 * n_atoms + len(structures) <= nf
     XF = np.empty((3 * n_atoms, nf)) if use_design else None
     GF = None if use_design else np.zeros((nf, nf))
     bF = np.zeros(nf)

@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .descriptor import ACETransformer, _check_device, n_chunks, numba_threads
-from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, energy_row_scale, fingerprint,
+from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, column_scale, energy_row_scale, fingerprint,
                       read_targets)
 from .kernels import ace as _k
 from .linalg import GramSolver, ard
@@ -57,6 +57,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         Smoothness prior ``Gamma`` (:mod:`skace.maths.priors`).
     prior_order : float, default=1.0
         Order ``p`` of the prior.
+    standardize : bool, default=True
+        Divide each feature by its root-sum-square over the weighted rows
+        before the prior applies (the prior then acts on standardised
+        features); False applies the prior to the raw coefficients, as
+        ACE1 does.
     solver : {"bayesian", "ridge", "gcv", "ard"}, default="bayesian"
         "bayesian": evidence-maximising ridge (picks alpha, gives
         ``predict(..., return_std=True)``); "ridge": fixed ``alpha``; "gcv":
@@ -67,7 +72,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     design_limit : int, default=2_000_000
         Largest force design (entries) solved by SVD of the design itself
         (the most accurate route, but slow beyond small problems); larger
-        fits use the Gram matrix, assembled in chunks.
+        fits use the Gram matrix, assembled in chunks. Fits with fewer rows
+        than features (few training structures) always use the design: it
+        is then the smaller matrix, and the evidence needs its exact zero
+        singular values.
     eigen_limit : int, default=4000
         With more features than this, Gram-matrix fits with the "ridge" and
         "bayesian" solvers use Cholesky factorisations (the evidence is
@@ -114,6 +122,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "e0": [StrOptions({"auto"}), dict, None],
         "prior": [StrOptions(set(PRIORS))],
         "prior_order": [Interval(Real, 0, None, closed="neither")],
+        "standardize": ["boolean"],
         "solver": [StrOptions(set(SOLVERS))],
         "energy_key": [str],
         "forces_key": [str],
@@ -135,6 +144,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         e0="auto",
         prior="algebraic",
         prior_order=1.0,
+        standardize=True,
         solver="bayesian",
         energy_key="energy",
         forces_key="forces",
@@ -153,6 +163,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.e0 = e0
         self.prior = prior
         self.prior_order = prior_order
+        self.standardize = standardize
         self.solver = solver
         self.energy_key = energy_key
         self.forces_key = forces_key
@@ -268,8 +279,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         big = not use_design and system.n_features > self.eigen_limit
         if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")):
             G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint)
-            scale = gamma * np.sqrt(np.maximum(np.diag(G), 0.0))
-            scale[scale <= 1e-12 * max(scale.max(initial=0.0), 1e-300)] = 1.0
+            scale = column_scale(np.sqrt(np.maximum(np.diag(G), 0.0)), gamma, self.standardize)
             for i0 in range(0, len(scale), 1024):
                 G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
             b = b / scale
@@ -292,10 +302,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 self._posterior = ("cholesky", None, gs.factor(lam)[0], beta)
             self.alpha_ = lam
             return gs.ridge(lam) / scale
-        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order, joint)
+        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order, joint,
+                self.standardize)
         cached = SPECTRUM_CACHE.get(skey) if self.cache else None
         if cached is None:
-            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint)
+            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint, self.standardize)
             if self.cache:
                 SPECTRUM_CACHE.put(skey, cached)
         spec, scale = cached
@@ -320,6 +331,35 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     def _alpha_grid(spec):
         top = float(spec.lam[0]) if spec.lam.size else 1.0
         return top * np.logspace(-16, 0, 65)
+
+    def export_yace(self, path, **kwargs):
+        """Write the fitted model as an ML-PACE potential file (yace) for LAMMPS pair_style pace.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file (``.yace``).
+        **kwargs
+            ``degree``, ``spline_step``, ``fit_tol``, ``max_degree`` of :func:`skace.export.export_yace`.
+
+        Returns
+        -------
+        skace.export.YaceExport
+            The file and the measured error of the radial tabulation.
+
+        Examples
+        --------
+        >>> from skace import ACERegressor, ACETransformer
+        >>> from skace.datasets import load_sample
+        >>> model = ACERegressor(ACETransformer(cutoff=4.0, correlation_order=2, max_degree=5,
+        ...                                     radial_basis="bessel")).fit(load_sample(n=20))
+        >>> info = model.export_yace("ethanol.yace")  # doctest: +SKIP
+        >>> info.radial.max_abs_error < 1e-9  # doctest: +SKIP
+        True
+        """
+        from .export import export_yace
+
+        return export_yace(self, path, **kwargs)
 
     def regularization_path(self, alphas):
         """Training fit quality along a path of ``alpha`` values, at the cost of one fit.

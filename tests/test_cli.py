@@ -127,7 +127,7 @@ def test_fit_from_extxyz_file(tmp_path, capsys):
     assert skace.load(out_path).alpha_ == 1e-4
 
 
-@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["features"], ["md"]])
+@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["features"], ["md"], ["sparsify"], ["explain"]])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
@@ -238,3 +238,30 @@ def test_bad_option_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([])
     assert exit_info.value.code == 2
+
+
+def test_sparsify_writes_smaller_model_that_predicts(fitted, tmp_path, capsys):
+    path = fitted[0]
+    out_path = tmp_path / "sparse.skace"
+    code = main(["sparsify", str(path), "sample", "--n-train", "30", "--test", "sample-test", "-n", "12",
+                 "--method", "omp", "-q", "-o", str(out_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rows = dict(re.findall(r"^(full|sparse)\s+(\d+)\s", out, flags=re.M))
+    assert int(rows["sparse"]) == 12 and int(rows["full"]) == skace.load(path).n_features_
+    sparse = skace.load(out_path)
+    assert sparse.n_features_ == 12
+    test = load_sample("test", n=5)
+    assert np.all(np.isfinite(sparse.predict_forces(test)))
+
+
+def test_explain_prints_groups_and_plots(fitted, tmp_path, capsys):
+    plot = tmp_path / "shap.png"
+    code = main(["explain", str(fitted[0]), "sample-test", "-n", "20", "--by", "body_order", "--plot", str(plot)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    groups = re.findall(r"^\s+(\S+)\s+([-\d.]+)$", out, flags=re.M)
+    assert {g for g, _ in groups} >= {"2", "3"}  # correlation order 2: two- and three-body groups
+    assert plot.stat().st_size > 0
+    code = main(["explain", str(fitted[0]), "sample-test", "--by", "colour"])
+    assert code == 2 and "unknown --by" in capsys.readouterr().err

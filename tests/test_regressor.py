@@ -879,3 +879,19 @@ def test_e0_dict_missing_element(ethanol):
     train, _ = ethanol
     with pytest.raises(ValueError, match=r"e0.*'O'"):
         ACERegressor(ACETransformer(**KW), e0={"H": -13.6, "C": -1030.0}).fit(train[:4])
+
+
+def test_underdetermined_fit_uses_design_and_interior_evidence(ethanol):
+    """Fewer rows than features: the Gram route would see only rounding noise in its null space
+    and let the evidence run to zero regularisation; the design route must be taken."""
+    few = ethanol[0][:3]
+    rows = len(few) + 3 * sum(len(a) for a in few)
+    model = ACERegressor(ACETransformer(cutoff=4.0, correlation_order=3, max_degree=8),
+                         design_limit=0, eigen_limit=10).fit(few)
+    assert model.n_features_ > rows
+    spec = model.spectrum_
+    assert spec is not None and spec.m == rows
+    a, beta = model.alpha_ * model.beta_, model.beta_
+    best = spec.log_evidence(a, beta)
+    for f in (0.1, 10.0):
+        assert spec.log_evidence(a * f, beta) < best
