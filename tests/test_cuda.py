@@ -83,6 +83,27 @@ def test_cuda_unavailable_gives_a_clear_error():
         model.predict(X)
 
 
+def test_cli_md_device_cuda_without_gpu_is_a_usage_error(tmp_path, capsys):
+    import skace
+    from skace.cli import main
+    from skace.gpu import cuda_available
+
+    if cuda_available():
+        pytest.skip("a GPU (or the simulator) is usable in this process")
+    X = _structures()
+    for k, a in enumerate(X):
+        a.info["energy"] = float(k)
+        a.arrays["forces"] = np.zeros((len(a), 3))
+    path = tmp_path / "tiny.skace"
+    skace.save(ACERegressor(ACETransformer(cutoff=3.0, correlation_order=2, max_degree=4), solver="ridge").fit(X),
+               path)
+    code = main(["md", str(path), "sample-test", "--steps", "1", "--device", "cuda",
+                 "--trajectory", str(tmp_path / "md.traj")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("skace md: error:") and "numba-cuda" in err
+
+
 @needs_numba_cuda
 @pytest.mark.parametrize("part", ["core", pytest.param("extra", marks=pytest.mark.slow)])
 def test_cuda_backend_matches_cpu(part):
