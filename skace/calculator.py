@@ -15,6 +15,10 @@ class ACECalculator(Calculator):
     ----------
     model : ACERegressor or str or path
         A fitted model, or a model file written by :func:`skace.save`.
+    device : {"cpu", "cuda"}, optional
+        Where energies and forces are computed; None: the model's ``device``.
+        With "cuda" the basis and coefficients stay in GPU memory between
+        calls; each call moves positions in and energies and forces out.
 
     Examples
     --------
@@ -26,11 +30,17 @@ class ACECalculator(Calculator):
     >>> atoms.calc = ACECalculator(model)
     >>> atoms.get_forces().shape
     (9, 3)
+
+    The same on an NVIDIA GPU (needs ``numba-cuda``):
+
+    >>> from skace.gpu import cuda_available
+    >>> if cuda_available():
+    ...     atoms.calc = ACECalculator(model, device="cuda")
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, device=None, **kwargs):
         from sklearn.utils.validation import check_is_fitted
 
         if not hasattr(model, "_evaluate"):
@@ -39,6 +49,11 @@ class ACECalculator(Calculator):
             model = load_potential(model)
         check_is_fitted(model, "coef_")
         self.model = model
+        self.device = getattr(model, "device", "cpu") if device is None else device
+        if self.device != "cpu":
+            from .gpu import check_device
+
+            check_device(self.device, "ACECalculator")
         super().__init__(**kwargs)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -49,7 +64,12 @@ class ACECalculator(Calculator):
             from ase.calculators.calculator import PropertyNotImplementedError
 
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
-        res = self.model._evaluate([atoms], forces=True, stress=bool(atoms.pbc.all()))
+        if self.device == "cuda":
+            from .gpu import evaluate
+
+            res = evaluate(self.model, [atoms], forces=True, stress=bool(atoms.pbc.all()))
+        else:
+            res = self.model._evaluate([atoms], forces=True, stress=bool(atoms.pbc.all()))
         energies = res["energies"]
         self.results["energies"] = energies
         self.results["energy"] = self.results["free_energy"] = float(energies.sum())

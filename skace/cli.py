@@ -143,7 +143,10 @@ def cmd_md(args):
 
     from .calculator import ACECalculator
 
-    calc = ACECalculator(args.model)
+    try:
+        calc = ACECalculator(args.model, device=args.device)
+    except RuntimeError as err:  # --device cuda where no GPU is usable: a usage error like the others
+        raise ValueError(str(err)) from None
     atoms = read_structures(args.structure)[args.index]
     atoms.calc = calc
     thermalize_momenta(atoms, temperature_K=args.temperature, rng=np.random.default_rng(args.seed))
@@ -299,6 +302,7 @@ def build_parser():
     p.add_argument("--thermostat", default="nve", choices=["nve", "langevin"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trajectory", default="md.traj", help="output trajectory (default md.traj)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where forces are computed (default: the model's)")
     p.set_defaults(func=cmd_md)
 
     p = sub.add_parser("sparsify", help="keep the basis functions worth their cost and refit", epilog=EPILOG)

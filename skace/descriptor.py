@@ -47,6 +47,14 @@ def _chunks(structures, atoms_per_chunk):
     yield slice(start, len(structures))
 
 
+def _check_device(device, who="ACETransformer"):
+    """Clear error when ``device="cuda"`` cannot run here (imports nothing GPU-related for "cpu")."""
+    if device != "cpu":
+        from .gpu import check_device
+
+        check_device(device, who)
+
+
 class ACETransformer(TransformerMixin, BaseEstimator):
     """Atomic Cluster Expansion features of atomic structures.
 
@@ -91,6 +99,11 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         Keep only these features of the full basis (indices into it, grouped
         by central element); only what they need is evaluated. Set by
         :meth:`select_features` and by sparsification.
+    device : {"cpu", "cuda"}, default="cpu"
+        Where ``transform`` runs: numba CPU kernels or an NVIDIA GPU through
+        numba-cuda (:mod:`skace.gpu`); so do ``transform_gradient`` and
+        ``iter_gradients`` (so fits that use this descriptor assemble their
+        force rows on the GPU).
 
     Attributes
     ----------
@@ -125,6 +138,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         "n_jobs": [Integral, None],
         "max_memory": [Interval(Real, 0, None, closed="neither")],
         "feature_subset": [list, tuple, np.ndarray, None],
+        "device": [StrOptions({"cpu", "cuda"})],
     }
 
     def __init__(
@@ -143,6 +157,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         n_jobs=None,
         max_memory=1024,
         feature_subset=None,
+        device="cpu",
     ):
         self.elements = elements
         self.cutoff = cutoff
@@ -158,6 +173,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.max_memory = max_memory
         self.feature_subset = feature_subset
+        self.device = device
 
     # ------------------------------------------------------------ fitting
     def fit(self, X, y=None):
@@ -173,6 +189,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         self : ACETransformer
         """
         self._validate_params()
+        _check_device(self.device)
         structures = as_structure_list(X)
         if self.elements is None:
             found = set()
@@ -292,6 +309,16 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         )
         return out
 
+    def _compact_features(self, structures):
+        """Per-atom compact features, species and structure starts, on ``self.device``."""
+        if getattr(self, "device", "cpu") == "cuda":  # models pickled before it existed lack it
+            from .gpu import atom_features
+
+            _check_device(self.device)
+            return atom_features(self, structures)
+        batch = self._batch(structures)
+        return self._atom_features(batch), batch.species, batch.structure_start
+
     def transform(self, X):
         """ACE features.
 
@@ -317,16 +344,15 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         atom0 = 0
         with numba_threads(self.n_jobs):
             for sl in _chunks(structures, atoms_per_chunk):
-                batch = self._batch(structures[sl])
-                compact = self._atom_features(batch)
-                n = len(batch.species)
+                compact, species, structure_start = self._compact_features(structures[sl])
+                n = len(species)
                 if self.per_atom:
                     groups = np.arange(n + 1, dtype=np.int64)
                     target = out[atom0:atom0 + n]
                 else:
-                    groups = batch.structure_start
+                    groups = structure_start
                     target = out[sl]
-                _k.sum_rows_by_group(compact, groups, b.row_start[batch.species], width[batch.species], target)
+                _k.sum_rows_by_group(compact, groups, b.row_start[species], width[species], target)
                 atom0 += n
         return out
 
@@ -350,6 +376,12 @@ class ACETransformer(TransformerMixin, BaseEstimator):
                 yield sl, out
 
     def _gradient_into(self, batch, out):
+        if getattr(self, "device", "cpu") == "cuda":
+            from .gpu import feature_gradients_into
+
+            _check_device(self.device)
+            feature_gradients_into(self, batch, out)
+            return
         b = self.compiled_
         _k.compute_feature_gradients(
             batch.structure_start, batch.first, batch.nbr, batch.D, batch.species,

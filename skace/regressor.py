@@ -9,7 +9,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .descriptor import ACETransformer, n_chunks, numba_threads
+from .descriptor import ACETransformer, _check_device, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, column_scale, energy_row_scale, fingerprint,
                       read_targets)
 from .kernels import ace as _k
@@ -88,6 +88,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         Threads for the numba kernels.
     verbose : bool, default=False
         Progress bar over structures while assembling.
+    device : {"cpu", "cuda"}, default="cpu"
+        Where predictions (energies, forces, stress) run: numba CPU kernels
+        or an NVIDIA GPU through numba-cuda (:mod:`skace.gpu`). The
+        descriptor's own ``device`` decides where the features and gradients
+        of a fit are computed; the linear algebra runs on the CPU.
 
     Attributes
     ----------
@@ -126,6 +131,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "cache": ["boolean"],
         "n_jobs": [Integral, None],
         "verbose": ["boolean"],
+        "device": [StrOptions({"cpu", "cuda"})],
     }
 
     def __init__(
@@ -147,6 +153,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         cache=True,
         n_jobs=None,
         verbose=False,
+        device="cpu",
     ):
         self.descriptor = descriptor
         self.alpha = alpha
@@ -165,6 +172,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.cache = cache
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.device = device
 
     # ------------------------------------------------------------ fitting
     def fit(self, X, y=None):
@@ -184,6 +192,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self : ACERegressor
         """
         self._validate_params()
+        _check_device(self.device, "ACERegressor")
         structures = as_structure_list(X)
         energy_only = y is not None or self.force_weight == 0
         if y is not None:
@@ -387,6 +396,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     def _evaluate(self, structures, forces=True, stress=False):
         """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress."""
         check_is_fitted(self, "coef_")
+        if getattr(self, "device", "cpu") == "cuda":  # models pickled before it existed lack it
+            from .gpu import evaluate
+
+            _check_device(self.device, "ACERegressor")
+            return evaluate(self, structures, forces, stress)
         d = self.descriptor_
         with numba_threads(self.n_jobs):
             batch = d._batch(structures)
