@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .descriptor import ACETransformer, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, energy_row_scale, fingerprint,
-                      read_targets)
+                      read_stress, read_targets)
 from .kernels import ace as _k
 from .linalg import GramSolver, ard
 from .maths.basis import fold_coefficients
@@ -45,6 +45,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     energy_weight, force_weight : float, default=30.0, 1.0
         Weights of energy rows (eV) and force rows (eV/Å). ``force_weight=0``
         gives an energy-only fit.
+    stress_weight : float, default=1.0
+        Weight of the six virial rows of each structure that has a stress
+        (``info[stress_key]`` or a calculator's stored stress; ASE's sign and
+        Voigt order). The rows compare the virial ``stress * volume`` (eV)
+        and are scaled per structure like its energy row
+        (``energy_weight_scaling``, ``info["weight"]``). 0 ignores stresses.
     energy_weight_scaling : {"sqrt_atoms", "atoms", "none"}, default="sqrt_atoms"
         Divide each energy row by ``sqrt(N)``, ``N`` or nothing.
     e0 : "auto", dict or None, default="auto"
@@ -62,8 +68,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         ``predict(..., return_std=True)``); "ridge": fixed ``alpha``; "gcv":
         alpha by generalised cross-validation over a log grid; "ard":
         automatic relevance determination (sparse; O(n_features^3) per iteration).
-    energy_key, forces_key : str
-        Where targets live in ``atoms.info`` / ``atoms.arrays``.
+    energy_key, forces_key, stress_key : str
+        Where targets live in ``atoms.info`` / ``atoms.arrays`` / ``atoms.info``.
     design_limit : int, default=2_000_000
         Largest force design (entries) solved by SVD of the design itself
         (the most accurate route, but slow beyond small problems); larger
@@ -105,6 +111,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "alpha": [Interval(Real, 0, None, closed="left")],
         "energy_weight": [Interval(Real, 0, None, closed="left")],
         "force_weight": [Interval(Real, 0, None, closed="left")],
+        "stress_weight": [Interval(Real, 0, None, closed="left")],
         "energy_weight_scaling": [StrOptions({"sqrt_atoms", "atoms", "none"})],
         "e0": [StrOptions({"auto"}), dict, None],
         "prior": [StrOptions(set(PRIORS))],
@@ -112,6 +119,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "solver": [StrOptions(set(SOLVERS))],
         "energy_key": [str],
         "forces_key": [str],
+        "stress_key": [str],
         "design_limit": [Interval(Integral, 0, None, closed="left")],
         "eigen_limit": [Interval(Integral, 0, None, closed="left")],
         "cache": ["boolean"],
@@ -132,6 +140,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         solver="bayesian",
         energy_key="energy",
         forces_key="forces",
+        stress_key="stress",
+        stress_weight=1.0,
         design_limit=2_000_000,
         eigen_limit=4000,
         cache=True,
@@ -149,6 +159,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.solver = solver
         self.energy_key = energy_key
         self.forces_key = forces_key
+        self.stress_key = stress_key
+        self.stress_weight = stress_weight
         self.design_limit = design_limit
         self.eigen_limit = eigen_limit
         self.cache = cache
@@ -186,6 +198,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         else:
             energies, forces, weights = read_targets(structures, self.energy_key, self.forces_key,
                                                      need_forces=not energy_only)
+        use_stress = y is None and self.stress_weight > 0
+        stress = read_stress(structures, self.stress_key) if use_stress else None
         descriptor = clone(self.descriptor if self.descriptor is not None else ACETransformer(**DEFAULT_DESCRIPTOR))
         if self.n_jobs is not None:
             descriptor.set_params(n_jobs=self.n_jobs)
@@ -199,14 +213,14 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         key = fingerprint(structures, energy_only, self.energy_key, self.forces_key,
                           self.energy_weight_scaling, self.design_limit,
                           sorted(descriptor.get_params().items(), key=lambda kv: kv[0]),
-                          None if y is None else energies.tobytes())
+                          None if y is None else energies.tobytes(), use_stress and self.stress_key)
         escale = energy_row_scale(structures, weights, self.energy_weight_scaling)
         system = SYSTEM_CACHE.get(key) if self.cache else None
         if system is None:
             progress, bar = self._progress(len(structures))
             with numba_threads(self.n_jobs):
                 system = assemble(descriptor, structures, energies, forces, escale, weights, len(elements),
-                                  counts, self.design_limit, progress)
+                                  counts, self.design_limit, progress, stress=stress)
             if bar is not None:
                 bar.close()
             if self.cache:
@@ -220,7 +234,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         if joint:
             gamma = np.concatenate([gamma, np.ones(len(elements))])
         fw = 0.0 if energy_only else float(self.force_weight)
-        coef = self._solve(system, key, e0, gamma, float(self.energy_weight), fw, joint)
+        sw = float(self.stress_weight) if use_stress else 0.0
+        coef = self._solve(system, key, e0, gamma, float(self.energy_weight), fw, joint, sw)
         nf = descriptor.n_features_out_
         self.coef_ = coef[:nf]
         if joint:
@@ -251,14 +266,14 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         w = row_scale[:, None]
         return np.linalg.lstsq(counts * w, energies * row_scale, rcond=None)[0]
 
-    def _solve(self, system, key, e0, gamma, energy_weight, force_weight, joint):
+    def _solve(self, system, key, e0, gamma, energy_weight, force_weight, joint, stress_weight=0.0):
         """Coefficients (features, then E0 corrections if ``joint``); sets alpha_, scale_, posterior."""
         use_design = system.XF is not None or system.mF == 0
         self.spectrum_ = None
         self._posterior = None
         big = not use_design and system.n_features > self.eigen_limit
         if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")):
-            G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint)
+            G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint, stress_weight)
             scale = gamma * np.sqrt(np.maximum(np.diag(G), 0.0))
             scale[scale <= 1e-12 * max(scale.max(initial=0.0), 1e-300)] = 1.0
             for i0 in range(0, len(scale), 1024):
@@ -283,10 +298,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 self._posterior = ("cholesky", None, gs.factor(lam)[0], beta)
             self.alpha_ = lam
             return gs.ridge(lam) / scale
-        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order, joint)
+        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order, joint,
+                stress_weight)
         cached = SPECTRUM_CACHE.get(skey) if self.cache else None
         if cached is None:
-            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint)
+            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint, stress_weight)
             if self.cache:
                 SPECTRUM_CACHE.put(skey, cached)
         spec, scale = cached
@@ -459,7 +475,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         return np.add.reduceat(res["energies"], res["batch"].structure_start[:-1]), res["forces"]
 
     def predict_stress(self, X):
-        """Stress (eV/Å^3, Voigt order xx yy zz yz xz xy) of periodic structures.
+        """Stress (eV/Å^3, ASE's sign, Voigt order xx yy zz yz xz xy): virial / cell volume.
+
+        The virial is the derivative of the energy with respect to a
+        homogeneous strain of positions and cell, defined for any structure;
+        dividing by the volume needs a cell spanning three dimensions (periodic
+        along all, some or none of them).
 
         Returns
         -------
@@ -467,11 +488,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self, "coef_")
         structures = as_structure_list(X)
-        for k, atoms in enumerate(structures):
-            if not atoms.pbc.all():
-                raise ValueError(f"stress of X[{k}] needs a cell periodic in all three directions")
+        volumes = np.array([abs(float(np.linalg.det(a.cell.array))) for a in structures])
+        for k, v in enumerate(volumes):
+            if not v > 1e-9:
+                raise ValueError(f"stress of X[{k}] needs a cell of non-zero volume (stress = virial / volume)")
         virial = self._evaluate(structures, forces=False, stress=True)["virial"]
-        volumes = np.array([a.get_volume() for a in structures])
         return full_3x3_to_voigt_6_stress(virial / volumes[:, None, None])
 
     def score(self, X, y=None):
