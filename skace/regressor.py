@@ -6,9 +6,10 @@ import numpy as np
 from ase.stress import full_3x3_to_voigt_6_stress
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.metrics import r2_score
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .baselines import baseline_terms
 from .descriptor import ACETransformer, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, energy_row_scale, fingerprint,
                       read_stress, read_targets)
@@ -68,6 +69,14 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         ``predict(..., return_std=True)``); "ridge": fixed ``alpha``; "gcv":
         alpha by generalised cross-validation over a log grid; "ard":
         automatic relevance determination (sparse; O(n_features^3) per iteration).
+    baseline : ASE calculator, optional
+        Delta learning: a calculator (for example
+        :class:`skace.baselines.PairRepulsion`, or EMT) whose energies,
+        forces and stresses are subtracted from the targets before fitting
+        and added to every prediction (``predict``, ``predict_forces``,
+        ``predict_stress``, ``predict_atomic_energies`` when it gives per-atom
+        energies, and :class:`skace.ACECalculator`). Evaluated on copies of
+        the structures; cloned and pickled with the model.
     energy_key, forces_key, stress_key : str
         Where targets live in ``atoms.info`` / ``atoms.arrays`` / ``atoms.info``.
     design_limit : int, default=2_000_000
@@ -120,6 +129,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "energy_key": [str],
         "forces_key": [str],
         "stress_key": [str],
+        "baseline": [None, HasMethods(["get_potential_energy", "get_forces"])],
         "design_limit": [Interval(Integral, 0, None, closed="left")],
         "eigen_limit": [Interval(Integral, 0, None, closed="left")],
         "cache": ["boolean"],
@@ -142,6 +152,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         forces_key="forces",
         stress_key="stress",
         stress_weight=1.0,
+        baseline=None,
         design_limit=2_000_000,
         eigen_limit=4000,
         cache=True,
@@ -161,6 +172,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.forces_key = forces_key
         self.stress_key = stress_key
         self.stress_weight = stress_weight
+        self.baseline = baseline
         self.design_limit = design_limit
         self.eigen_limit = eigen_limit
         self.cache = cache
@@ -200,6 +212,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                                                      need_forces=not energy_only)
         use_stress = y is None and self.stress_weight > 0
         stress = read_stress(structures, self.stress_key) if use_stress else None
+        residual_hash = None
+        if self.baseline is not None:
+            energies, forces, stress, residual_hash = self._subtract_baseline(structures, energies, forces, stress)
         descriptor = clone(self.descriptor if self.descriptor is not None else ACETransformer(**DEFAULT_DESCRIPTOR))
         if self.n_jobs is not None:
             descriptor.set_params(n_jobs=self.n_jobs)
@@ -213,7 +228,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         key = fingerprint(structures, energy_only, self.energy_key, self.forces_key,
                           self.energy_weight_scaling, self.design_limit,
                           sorted(descriptor.get_params().items(), key=lambda kv: kv[0]),
-                          None if y is None else energies.tobytes(), use_stress and self.stress_key)
+                          None if y is None else energies.tobytes(), use_stress and self.stress_key,
+                          residual_hash)
         escale = energy_row_scale(structures, weights, self.energy_weight_scaling)
         system = SYSTEM_CACHE.get(key) if self.cache else None
         if system is None:
@@ -245,6 +261,23 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.n_features_ = nf
         self._fold()
         return self
+
+    def _subtract_baseline(self, structures, energies, forces, stress):
+        """Targets minus the baseline's, and a hash of them (the assembly cache key)."""
+        import hashlib
+
+        base = baseline_terms(self.baseline, structures, forces=forces is not None)
+        energies = energies - base["energy"]
+        h = hashlib.sha1(energies.tobytes())
+        if forces is not None:
+            forces = forces - base["forces"]
+            h.update(forces.tobytes())
+        if stress is not None and len(stress[0]):
+            index, virial = stress
+            sub = baseline_terms(self.baseline, [structures[k] for k in index], forces=False, virial=True)
+            stress = (index, virial - sub["virial"])
+            h.update(stress[1].tobytes())
+        return energies, forces, stress, h.hexdigest()
 
     def _progress(self, total):
         if not self.verbose:
@@ -391,17 +424,43 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             np.add.at(virial, structure_of_pair, f_pair[:, :, None] * batch.D[:, None, :])
             out["virial"] = 0.5 * (virial + virial.transpose(0, 2, 1))  # dE/d(strain)
         out["batch"] = batch
+        if getattr(self, "baseline", None) is not None:
+            self._add_baseline(structures, out, forces, stress)
         return out
 
+    def _add_baseline(self, structures, out, forces, stress):
+        """Add the baseline's energies, forces and virials to the results of :meth:`_evaluate`."""
+        from ase.stress import voigt_6_to_full_3x3_stress
+
+        base = baseline_terms(self.baseline, structures, forces=forces, virial=stress)
+        if base["energies"] is not None:
+            out["energies"] = out["energies"] + base["energies"]
+        else:  # no per-atom energies: totals stay exact, per-atom energies become unavailable
+            out["energy_offset"] = base["energy"]
+        if forces:
+            out["forces"] = out["forces"] + base["forces"]
+        if stress:
+            out["virial"] = out["virial"] + voigt_6_to_full_3x3_stress(base["virial"])
+
+    @staticmethod
+    def _structure_energies(res):
+        """Total energy of each structure from the results of :meth:`_evaluate`."""
+        E = np.add.reduceat(res["energies"], res["batch"].structure_start[:-1])
+        return E + res["energy_offset"] if "energy_offset" in res else E
+
     def predict_atomic_energies(self, X):
-        """Per-atom energies ``E0[Z_i] + c . B_i`` (eV), atoms in input order.
+        """Per-atom energies ``E0[Z_i] + c . B_i`` (plus the baseline's) in eV, atoms in input order.
 
         Returns
         -------
         ndarray of shape (total atoms,)
         """
         check_is_fitted(self, "coef_")
-        return self._evaluate(as_structure_list(X), forces=False)["energies"]
+        res = self._evaluate(as_structure_list(X), forces=False)
+        if "energy_offset" in res:
+            raise ValueError(f"the baseline {type(self.baseline).__name__} gives no per-atom energies "
+                             "(its implemented_properties lack 'energies')")
+        return res["energies"]
 
     def predict(self, X, return_std=False):
         """Total energies (eV).
@@ -420,7 +479,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         structures = as_structure_list(X)
         res = self._evaluate(structures, forces=False)
-        E = np.add.reduceat(res["energies"], res["batch"].structure_start[:-1])
+        E = self._structure_energies(res)
         if not return_std:
             return E
         return E, self._energy_std(structures)
@@ -472,7 +531,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self, "coef_")
         res = self._evaluate(as_structure_list(X), forces=True)
-        return np.add.reduceat(res["energies"], res["batch"].structure_start[:-1]), res["forces"]
+        return self._structure_energies(res), res["forces"]
 
     def predict_stress(self, X):
         """Stress (eV/Å^3, ASE's sign, Voigt order xx yy zz yz xz xy): virial / cell volume.
