@@ -9,6 +9,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import chunked as _chunked
 from .baselines import baseline_terms
 from .descriptor import ACETransformer, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, energy_row_scale, fingerprint,
@@ -393,9 +394,18 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.folded_ = fold_coefficients(self.descriptor_.compiled_, self.coef_)
 
     # --------------------------------------------------------- prediction
-    def _evaluate(self, structures, forces=True, stress=False):
-        """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress."""
+    def _evaluate(self, structures, forces=True, stress=False, _raw=False):
+        """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress.
+
+        Structures above ``skace.chunked.LARGE_ATOMS`` atoms are evaluated in
+        chunks of atoms (bounded memory); ``_raw``: one batch, no baseline.
+        """
         check_is_fitted(self, "coef_")
+        if not _raw and any(len(a) > _chunked.LARGE_ATOMS for a in structures):
+            out = _chunked.evaluate_mixed(self, structures, forces, stress)
+            if getattr(self, "baseline", None) is not None:
+                self._add_baseline(structures, out, forces, stress)
+            return out
         d = self.descriptor_
         with numba_threads(self.n_jobs):
             batch = d._batch(structures)
@@ -424,7 +434,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             np.add.at(virial, structure_of_pair, f_pair[:, :, None] * batch.D[:, None, :])
             out["virial"] = 0.5 * (virial + virial.transpose(0, 2, 1))  # dE/d(strain)
         out["batch"] = batch
-        if getattr(self, "baseline", None) is not None:
+        if not _raw and getattr(self, "baseline", None) is not None:
             self._add_baseline(structures, out, forces, stress)
         return out
 

@@ -359,3 +359,44 @@ def sum_rows_by_group(values, group_start, row_offset, row_width, out):
             off = row_offset[i]
             for k in range(row_width[i]):
                 out[g, off + k] += values[i, k]
+
+
+@njit(cache=True, parallel=True)
+def compute_energies_forces_range(lo, hi, first, nbr, D, species, family, params, n_radial, l_max, nl_n, nl_l,
+                                  nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent, w_last,
+                                  w_val, max_pairs, n_chunks, with_forces, energies, f_pair):
+    """:func:`compute_energies_forces` for the atoms ``lo:hi`` only (parallel over them).
+
+    ``first[lo:hi + 1]`` indexes this range's pairs in ``nbr``, ``D`` and
+    ``f_pair`` (it may start at 0); ``species`` and ``nbr`` are global, so a
+    large structure is evaluated chunk by chunk with pair arrays the size of
+    one chunk.
+    """
+    prefac = harmonic_prefactors(l_max)
+    n_AA = n_A + tree_parent.shape[0]
+    for c in prange(n_chunks):
+        c_lo, c_hi = _chunk_bounds(hi - lo, n_chunks, c)
+        A, AA, R, dR, Y, dY = _environment_buffers(n_A, n_AA, max_pairs, n_radial, l_max)
+        gAA = np.empty(n_AA + 1)
+        for i in range(lo + c_lo, lo + c_hi):
+            atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
+                        nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
+            products_forward(A, AA, tree_parent, tree_last, n_A)
+            e = species[i]
+            energies[i] = atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_n, nl_l,
+                                              nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr[e],
+                                              w_indptr[e + 1], w_parent, w_last, w_val, with_forces, f_pair)
+
+
+@njit(cache=True)
+def scatter_pair_forces(lo, hi, first, nbr, D, f_pair, forces, virial):
+    """``F_i += sum_j dE_i/dr_ij``, ``F_j -= dE_i/dr_ij`` and ``virial += dE_i/dr_ij (x) r_ij`` over
+    the pairs of atoms ``lo:hi`` (serial: neighbours of different atoms may coincide)."""
+    for i in range(lo, hi):
+        for p in range(first[i], first[i + 1]):
+            j = nbr[p]
+            for a in range(3):
+                forces[i, a] += f_pair[p, a]
+                forces[j, a] -= f_pair[p, a]
+                for b in range(3):
+                    virial[a, b] += f_pair[p, a] * D[p, b]
