@@ -34,7 +34,10 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
     d = model.descriptor_
     species = species_indices([atoms], d.elements_)
     n = len(atoms)
-    grid = CellGrid(atoms.positions, atoms.cell.array, atoms.pbc, float(d.cutoff))
+    try:
+        grid = CellGrid(atoms.positions, atoms.cell.array, atoms.pbc, float(d.cutoff))
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
     w_indptr, w_parent, w_last, w_val = model.folded_
     energies = np.empty(n)
     F = np.zeros((n, 3))

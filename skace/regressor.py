@@ -581,6 +581,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         state.pop("spectrum_", None)
         return state
 
+    def __setstate__(self, state):
+        # models pickled before these parameters existed get their defaults
+        for name, default in (("stress_key", "stress"), ("stress_weight", 1.0), ("baseline", None)):
+            state.setdefault(name, default)
+        super().__setstate__(state)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False

@@ -101,7 +101,10 @@ def build_batch(structures, elements, cutoff, name="X"):
             parts.append((k, first[a0:a1 + 1] - p0, j[p0:p1] + shift, D[p0:p1], close[a0:a1]))
     for k in np.flatnonzero(~small):
         atoms = structures[k]
-        first, j, D, close = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+        try:
+            first, j, D, close = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+        except ValueError as err:
+            raise ValueError(f"{name}[{k}]: {err}") from None
         parts.append((k, first, j + structure_start[k], D, close))
     parts.sort(key=lambda part: part[0])
     firsts, nbrs, Ds = [], [], []

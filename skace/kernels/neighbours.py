@@ -120,6 +120,10 @@ def _scan(points, origin, lo, hi, cutoff, n_bins, bin_of, start, order, fill_mod
             first[t + 1] = count
 
 
+#: Largest number of periodic images (ghost atoms) a neighbour list may create.
+MAX_IMAGES = 5e7
+
+
 class CellGrid:
     """Wrapped atoms, their periodic images and a bin grid, for neighbour lists of atom ranges.
 
@@ -151,6 +155,12 @@ class CellGrid:
             spacing = 1.0 / np.linalg.norm(inv, axis=0)  # distance between lattice planes
             pad = np.where(pbc, cutoff / spacing, 0.0)
             n_images = np.where(pbc, np.ceil(pad) + 1, 0).astype(np.int64)
+            expected = N * (np.prod(1.0 + 2.0 * pad) - 1.0)  # images in the padding, about
+            if not expected <= MAX_IMAGES:
+                raise ValueError(
+                    f"the cell is too small for the cutoff: about {expected:.3g} periodic images lie within "
+                    f"{cutoff} Å of it (the limit is {MAX_IMAGES:.0e}); check the cell's units and size"
+                )
             cell = np.ascontiguousarray(cell)
             n_ghosts = _images(frac, n_images, pad, cell, np.empty((0, 3)), np.empty(0, np.int64), False)
             points = np.empty((N + n_ghosts, 3))
