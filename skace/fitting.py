@@ -297,8 +297,15 @@ SPECTRUM_CACHE = LRUCache(2 * 2**30)
 
 
 def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements, species_counts,
-             design_limit, progress=None, stress=None):
+             design_limit, progress=None, stress=None, n_blocks=None):
     """Build the :class:`LinearSystem` of a fitted descriptor on ``X``.
+
+    With ``n_blocks``, the structures are split into that many consecutive
+    blocks of about equal atom counts, each block's system is assembled by
+    :func:`assemble_block` as a ``joblib`` task (sequential by default; in a
+    ``joblib.parallel_backend("dask")`` context, on a dask cluster) and the
+    blocks are merged in order (:func:`merge_systems`), so the result does not
+    depend on where the blocks ran.
 
     Parameters
     ----------
@@ -318,8 +325,103 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
     stress : tuple (index, virial), optional
         From :func:`read_stress`: structures with a stress and their target
         virials ``stress * volume`` (n_stress, 6).
+    n_blocks : int, optional
+        Assemble in this many joblib tasks.
     """
     structures = as_structure_list(X)
+    if n_blocks is not None and n_blocks > 1 and len(structures) > 1:
+        return _assemble_blocks(descriptor, structures, energies, forces, energy_scale, weights, n_elements,
+                                species_counts, design_limit, progress, stress, n_blocks)
+    use_design = forces is not None and 3 * len(forces) * descriptor.n_features_out_ <= design_limit
+    return assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts,
+                          use_design, progress, stress)
+
+
+def _assemble_blocks(descriptor, structures, energies, forces, energy_scale, weights, n_elements,
+                     species_counts, design_limit, progress, stress, n_blocks):
+    from joblib import Parallel, delayed
+
+    nf = descriptor.n_features_out_
+    sizes = np.array([len(a) for a in structures])
+    atom_start = np.concatenate([[0], np.cumsum(sizes)])
+    use_design = forces is not None and 3 * int(atom_start[-1]) * nf <= design_limit
+    # consecutive blocks of about equal atom counts
+    cuts = np.searchsorted(atom_start, np.linspace(0, atom_start[-1], n_blocks + 1)[1:-1])
+    bounds = [int(b) for b in np.unique(np.concatenate([[0], cuts, [len(structures)]]))]
+    s_index = None if stress is None else stress[0]
+    tasks = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi <= lo:
+            continue
+        block_stress = None
+        if stress is not None:
+            sel = (s_index >= lo) & (s_index < hi)
+            block_stress = (s_index[sel] - lo, stress[1][sel])
+        block_forces = None if forces is None else forces[atom_start[lo]:atom_start[hi]]
+        tasks.append(delayed(assemble_block)(descriptor, structures[lo:hi], energies[lo:hi], block_forces,
+                                             energy_scale[lo:hi], weights[lo:hi], species_counts[lo:hi],
+                                             use_design, None, block_stress))
+    parts = []
+    for part in Parallel(return_as="generator")(tasks):
+        parts.append(part)
+        if progress is not None:
+            progress(len(part.yE))
+    return merge_systems(parts)
+
+
+def merge_systems(parts):
+    """One :class:`LinearSystem` from the systems of consecutive blocks of structures (in order)."""
+    def stack(name):
+        arrays = [getattr(p, name) for p in parts]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+    def total(name):
+        arrays = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+        if not arrays:
+            return None
+        out = arrays[0].copy()
+        for a in arrays[1:]:
+            out += a
+        return out
+
+    first = parts[0]
+    has_stress = any(p.mS for p in parts)
+    gram_stress = has_stress and any(p.GS is not None for p in parts)
+    merged = LinearSystem(
+        stack("XE"), stack("yE"), stack("XF"), stack("yF"), total("GF"),
+        total("bF") if first.bF is not None else None,
+        float(sum(p.yyF for p in parts)), int(sum(p.mF for p in parts)), first.n_features)
+    if has_stress:
+        nf = first.n_features
+        if gram_stress:
+            merged.GS = sum((p.GS if p.GS is not None else np.zeros((nf, nf)) for p in parts), np.zeros((nf, nf)))
+            merged.bS = sum((p.bS if p.bS is not None else np.zeros(nf) for p in parts), np.zeros(nf))
+        else:
+            merged.XS = np.concatenate([p.XS for p in parts if p.mS])
+            merged.yS = np.concatenate([p.yS for p in parts if p.mS])
+        merged.yyS = float(sum(p.yyS for p in parts))
+        merged.mS = int(sum(p.mS for p in parts))
+    return merged
+
+
+#: Serialises kernel work of blocks that share a process (the kernels use every core already).
+_BLOCK_LOCK = __import__("threading").Lock()
+
+
+def assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts, use_design,
+                   progress=None, stress=None):
+    """The :class:`LinearSystem` of one block of structures (see :func:`assemble`).
+
+    ``use_design`` (decided for the whole fit) keeps force and virial rows as
+    a design; otherwise only their Gram matrices are kept.
+    """
+    with _BLOCK_LOCK:
+        return _assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts,
+                               use_design, progress, stress)
+
+
+def _assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts, use_design,
+                    progress, stress):
     nf = descriptor.n_features_out_
     B = descriptor.transform(structures) if descriptor.per_atom is False else None
     if B is None:
@@ -341,7 +443,6 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
                             mS=len(yS))
     n_atoms = len(forces)
     atom_weight = np.repeat(weights, [len(a) for a in structures])
-    use_design = 3 * n_atoms * nf <= design_limit
     XF = np.empty((3 * n_atoms, nf)) if use_design else None
     GF = None if use_design else np.zeros((nf, nf))
     bF = np.zeros(nf)

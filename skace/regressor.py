@@ -92,6 +92,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         unavailable.
     cache : bool, default=True
         Reuse the assembled system when only regression parameters change.
+    n_blocks : int, optional
+        Assemble the least-squares system in this many blocks of structures,
+        each a ``joblib`` task: sequential by default, on a cluster inside
+        ``with joblib.parallel_backend("dask"):`` (the blocks' systems are
+        merged in a fixed order, so the coefficients do not depend on where
+        they ran). None: one block in this process.
     n_jobs : int, optional
         Threads for the numba kernels.
     verbose : bool, default=False
@@ -134,6 +140,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "design_limit": [Interval(Integral, 0, None, closed="left")],
         "eigen_limit": [Interval(Integral, 0, None, closed="left")],
         "cache": ["boolean"],
+        "n_blocks": [Interval(Integral, 1, None, closed="left"), None],
         "n_jobs": [Integral, None],
         "verbose": ["boolean"],
     }
@@ -157,6 +164,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         design_limit=2_000_000,
         eigen_limit=4000,
         cache=True,
+        n_blocks=None,
         n_jobs=None,
         verbose=False,
     ):
@@ -177,6 +185,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.design_limit = design_limit
         self.eigen_limit = eigen_limit
         self.cache = cache
+        self.n_blocks = n_blocks
         self.n_jobs = n_jobs
         self.verbose = verbose
 
@@ -186,7 +195,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : list of ase.Atoms
+        X : list or iterable of ase.Atoms, or path of an ASE database
             Training structures with ``info[energy_key]`` and
             ``arrays[forces_key]`` (or calculator results); ``info["weight"]``
             scales a structure's rows.
@@ -237,7 +246,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             progress, bar = self._progress(len(structures))
             with numba_threads(self.n_jobs):
                 system = assemble(descriptor, structures, energies, forces, escale, weights, len(elements),
-                                  counts, self.design_limit, progress, stress=stress)
+                                  counts, self.design_limit, progress, stress=stress, n_blocks=self.n_blocks)
             if bar is not None:
                 bar.close()
             if self.cache:
@@ -583,7 +592,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
 
     def __setstate__(self, state):
         # models pickled before these parameters existed get their defaults
-        for name, default in (("stress_key", "stress"), ("stress_weight", 1.0), ("baseline", None)):
+        for name, default in (("stress_key", "stress"), ("stress_weight", 1.0), ("baseline", None),
+                              ("n_blocks", None)):
             state.setdefault(name, default)
         super().__setstate__(state)
 

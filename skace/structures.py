@@ -24,13 +24,69 @@ Batch = namedtuple(
 )
 
 
+def read_database(path, selection=None):
+    """The structures of an ASE database (``ase.db``: SQLite ``.db``, ``.json``, ...), in row order.
+
+    Each row becomes an ``ase.Atoms`` with the row's stored energy, forces and
+    stress on a single-point calculator (where :class:`skace.ACERegressor`
+    reads them by default) and the row's key-value pairs in ``atoms.info``
+    (so ``weight``, custom energy keys, ... work as for any other input).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    selection : optional
+        An ``ase.db`` selection (for example ``"Cu>0"`` or ``"config=bulk"``).
+
+    Returns
+    -------
+    list of ase.Atoms
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import ase.db
+    >>> from ase.build import bulk
+    >>> from ase.calculators.emt import EMT
+    >>> from skace.structures import read_database
+    >>> path = os.path.join(tempfile.mkdtemp(), "cu.db")
+    >>> cu = bulk("Cu", cubic=True)
+    >>> cu.calc = EMT()
+    >>> _ = cu.get_forces()
+    >>> with ase.db.connect(path) as db:
+    ...     _ = db.write(cu, config="bulk")
+    >>> atoms = read_database(path)[0]
+    >>> atoms.info["config"], atoms.get_forces().shape
+    ('bulk', (4, 3))
+    """
+    import os
+
+    import ase.db
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no ASE database at {os.fspath(path)!r}")
+    out = []
+    with ase.db.connect(path) as db:
+        for row in db.select(selection):
+            atoms = row.toatoms()
+            atoms.info.update(row.key_value_pairs)
+            out.append(atoms)
+    return out
+
+
 def as_structure_list(X, name="X"):
     """Check that ``X`` is a non-empty sequence of ``ase.Atoms`` and return it as a list.
 
-    A single ``Atoms`` object is accepted as a list of one.
+    A single ``Atoms`` object is accepted as a list of one; any iterable
+    (a generator, for example) is read once; a ``str`` or path is read as an
+    ASE database (:func:`read_database`).
     """
+    import os
+
     if isinstance(X, Atoms):
         return [X]
+    if isinstance(X, (str, os.PathLike)):
+        X = read_database(X)
     if X is None:
         raise ValueError(f"empty input: {name} is None; pass a list of ase.Atoms")
     try:

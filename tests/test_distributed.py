@@ -1,0 +1,76 @@
+"""Distributed and streamed fitting: the least-squares system assembled in joblib blocks gives
+the one-block coefficients; on a local dask.distributed cluster, exactly the local blocked
+ones; fitting from a generator or an ASE database equals fitting from a list."""
+
+import ase.db
+import joblib
+import numpy as np
+import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
+from threadpoolctl import threadpool_limits
+
+from skace import ACERegressor, ACETransformer
+from skace.datasets import make_emt_dataset
+from skace.structures import read_database
+
+threadpool_limits(limits=1, user_api="blas")
+
+KW = dict(cutoff=4.5, correlation_order=2, max_degree=6)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_emt_dataset(n_structures=14, size=1, random_state=4)
+
+
+def fit(data, **kw):
+    params = dict(descriptor=ACETransformer(**KW), solver="ridge", alpha=1e-6, cache=False)
+    params.update(kw)
+    return ACERegressor(**params).fit(data)
+
+
+@pytest.mark.parametrize("design_limit", [10**9, 0], ids=["design", "gram"])
+def test_blocks_give_the_one_block_fit(data, design_limit):
+    one = fit(data, design_limit=design_limit)
+    blocked = fit(data, design_limit=design_limit, n_blocks=4)
+    np.testing.assert_allclose(blocked.coef_, one.coef_, rtol=1e-8, atol=1e-8 * np.abs(one.coef_).max())
+    assert blocked.e0_ == pytest.approx(one.e0_, rel=1e-10)
+    # energy-only with stress rows, and more blocks than structures
+    e_one = fit(data, force_weight=0.0)
+    e_blocked = fit(data, force_weight=0.0, n_blocks=50)
+    np.testing.assert_allclose(e_blocked.coef_, e_one.coef_, rtol=1e-8, atol=1e-8 * np.abs(e_one.coef_).max())
+
+
+def test_dask_cluster_gives_identical_coefficients(data):
+    distributed = pytest.importorskip("dask.distributed")
+    local = fit(data, n_blocks=3, design_limit=0)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
+        with distributed.get_task_stream(client) as stream, joblib.parallel_backend("dask"):
+            remote = fit(data, n_blocks=3, design_limit=0)
+        assert len(stream.data) >= 3  # the blocks ran as tasks on the cluster
+    np.testing.assert_array_equal(remote.coef_, local.coef_)
+    assert remote.e0_ == local.e0_
+
+
+def test_generator_and_database_inputs(data, tmp_path):
+    reference = fit(data)
+    streamed = fit(a for a in data)
+    np.testing.assert_array_equal(streamed.coef_, reference.coef_)
+    path = tmp_path / "emt.db"
+    with ase.db.connect(path) as db:
+        for a in data:
+            b = a.copy()
+            b.info = {}
+            del b.arrays["forces"]
+            b.calc = SinglePointCalculator(b, energy=a.info["energy"], forces=a.arrays["forces"],
+                                           stress=a.info["stress"])
+            db.write(b, config=a.info["config_type"])
+    rows = read_database(path)
+    assert len(rows) == len(data) and rows[0].info["config"] == data[0].info["config_type"]
+    from_db = fit(str(path))
+    np.testing.assert_allclose(from_db.coef_, reference.coef_, rtol=1e-12, atol=1e-14)
+    only_bulk = read_database(path, selection="config=bulk_300K")
+    assert 0 < len(only_bulk) < len(data)
+    np.testing.assert_allclose(from_db.predict(path), reference.predict(data), rtol=1e-13)
+    with pytest.raises(FileNotFoundError, match="no ASE database"):
+        fit(str(tmp_path / "missing.db"))
