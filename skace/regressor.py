@@ -468,7 +468,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         return E + res["energy_offset"] if "energy_offset" in res else E
 
     def predict_atomic_energies(self, X):
-        """Per-atom energies ``E0[Z_i] + c . B_i`` (plus the baseline's) in eV, atoms in input order.
+        """Per-atom energies ``E0[Z_i] + c @ B_i`` (plus the baseline's) in eV, atoms in input order.
 
         Returns
         -------

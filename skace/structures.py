@@ -25,7 +25,7 @@ Batch = namedtuple(
 
 
 def read_database(path, selection=None):
-    """The structures of an ASE database (``ase.db``: SQLite ``.db``, ``.json``, ...), in row order.
+    """The structures of an ASE database (any format ``ase.db`` reads), in row order.
 
     Each row becomes an ``ase.Atoms`` with the row's stored energy, forces and
     stress on a single-point calculator (where :class:`skace.ACERegressor`
