@@ -173,3 +173,15 @@ def test_repulsion_guards_close_contacts(data):
     assert dimer_e[0] > dimer_e[1] + 10 > dimer_e[2] + 10
     with pytest.raises(ValueError, match="baseline"):
         ACERegressor(baseline="EMT").fit(train)
+
+
+def test_explanations_name_the_baseline(models, data):
+    from skace.explain import atomic_energy_attribution, explain_energy
+
+    with_base = models[0]
+    _, test = data
+    with pytest.raises(ValueError, match="baseline"):
+        explain_energy(with_base, test)
+    # per-atom attributions include the baseline's per-atom energies and sum to predict
+    parts = atomic_energy_attribution(with_base, test)
+    np.testing.assert_allclose([p.sum() for p in parts], with_base.predict(test), rtol=1e-12)
