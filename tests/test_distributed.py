@@ -74,3 +74,14 @@ def test_generator_and_database_inputs(data, tmp_path):
     np.testing.assert_allclose(from_db.predict(path), reference.predict(data), rtol=1e-13)
     with pytest.raises(FileNotFoundError, match="no ASE database"):
         fit(str(tmp_path / "missing.db"))
+
+
+@pytest.mark.slow
+def test_dask_worker_processes_give_identical_coefficients(data):
+    """Blocks pickled to two worker processes (about 10 s: worker start-up and numba cache loads)."""
+    distributed = pytest.importorskip("dask.distributed")
+    local = fit(data, n_blocks=3, design_limit=0)
+    with distributed.Client(processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None):
+        with joblib.parallel_backend("dask"):
+            remote = fit(data, n_blocks=3, design_limit=0)
+    np.testing.assert_array_equal(remote.coef_, local.coef_)
