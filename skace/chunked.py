@@ -46,7 +46,7 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
     need_pairs = bool(forces or stress)
     basis_args = d._kernel_basis_args()
     lo = 0
-    chunk = 4096
+    chunk = int(max(16, min(4096, CHUNK_PAIRS // 64)))  # first guess: up to 64 pairs per atom
     with numba_threads(model.n_jobs):
         while lo < n:
             hi = min(n, lo + chunk)

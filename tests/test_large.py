@@ -50,7 +50,18 @@ def test_chunked_path_matches_batched(model, monkeypatch):
     ea = model.predict_atomic_energies(X)
     monkeypatch.setattr(skace.chunked, "LARGE_ATOMS", 100)
     monkeypatch.setattr(skace.chunked, "CHUNK_PAIRS", 3000)  # many chunks of ~60 atoms
+    sizes = []
+    pairs = CellGrid.pairs
+
+    def recording(self, lo=0, hi=None):
+        out = pairs(self, lo, hi)
+        sizes.append(len(out[1]))
+        return out
+
+    monkeypatch.setattr(CellGrid, "pairs", recording)
     E2, F2 = model.predict_energy_forces(X)
+    # bounded working memory: many chunks, none holding much more than CHUNK_PAIRS pairs
+    assert len(sizes) >= 4 and max(sizes) < 2 * 3000
     np.testing.assert_allclose(E2, E, rtol=1e-13)
     np.testing.assert_allclose(F2, F, rtol=0, atol=1e-12 * np.abs(F).max())
     np.testing.assert_allclose(model.predict_stress(X), S, rtol=0, atol=1e-13)
