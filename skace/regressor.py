@@ -197,8 +197,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         ----------
         X : list or iterable of ase.Atoms, or path of an ASE database
             Training structures with ``info[energy_key]`` and
-            ``arrays[forces_key]`` (or calculator results); ``info["weight"]``
-            scales a structure's rows.
+            ``arrays[forces_key]`` (or calculator results), optionally
+            ``info[stress_key]`` (or a calculator's stress) for virial rows;
+            ``info["weight"]`` scales a structure's rows.
         y : array-like of shape (n_structures,), optional
             Energies (eV); when given, the fit uses energies only.
 
