@@ -139,3 +139,50 @@ def test_huge_sparse_cell_is_fast_and_exact(model):
     a = Atoms("CuAu", positions=[[0, 0, 0], [5e5, 5e5, 5e5]], cell=[1e6, 1e6, 1e6], pbc=True)
     E = model.predict([a])[0]
     np.testing.assert_allclose(E, model.predict([Atoms("Cu")])[0] + model.predict([Atoms("Au")])[0], rtol=1e-13)
+
+
+@st.composite
+def periodic_cells(draw):
+    """Small triclinic cells with 2-4 atoms at least 1.6 Å apart (periodic along 1-3 axes)."""
+    n = draw(st.integers(2, 4))
+    a = draw(st.floats(3.0, 5.0))
+    cell = np.diag([a, a * draw(st.floats(0.8, 1.2)), a * draw(st.floats(0.8, 1.2))])
+    cell += np.array(draw(st.lists(st.floats(-0.4, 0.4), min_size=9, max_size=9))).reshape(3, 3)
+    frac = np.array(draw(st.lists(st.tuples(*[st.floats(0, 1)] * 3), min_size=n, max_size=n)))
+    pbc = draw(st.sampled_from([(True, True, True), (True, True, False), (True, False, False)]))
+    atoms = Atoms(symbols=draw(st.lists(st.sampled_from(["Cu", "Au"]), min_size=n, max_size=n)),
+                  positions=frac @ cell, cell=cell, pbc=pbc)
+    d = atoms.get_all_distances(mic=True)[np.triu_indices(n, 1)]
+    from hypothesis import assume
+
+    assume(d.min() > 1.6)
+    return atoms
+
+
+@settings(**dict(SETTINGS, max_examples=8))
+@given(atoms=periodic_cells())
+def test_forces_and_stress_are_derivatives_on_random_cells(model, atoms):
+    h = 1e-5
+    E, F = check_result(model, atoms)
+    i = len(atoms) - 1
+    for a in range(3):
+        e = []
+        for s in (1, -1):
+            b = atoms.copy()
+            b.positions[i, a] += s * h
+            e.append(model.predict([b])[0])
+        assert abs(-(e[0] - e[1]) / (2 * h) - F[i, a]) <= 1e-6 * max(1.0, np.abs(F).max())
+    stress = model.predict_stress([atoms])[0]
+    for v, (p, q) in enumerate(((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))):
+        eps = np.zeros((3, 3))
+        eps[p, q] += 0.5
+        eps[q, p] += 0.5
+        e = []
+        for s in (1, -1):
+            b = atoms.copy()
+            M = np.eye(3) + s * h * eps
+            b.set_cell(atoms.cell.array @ M.T, scale_atoms=False)
+            b.positions = atoms.positions @ M.T
+            e.append(model.predict([b])[0])
+        fd = (e[0] - e[1]) / (2 * h) / atoms.get_volume()
+        assert abs(fd - stress[v]) <= 1e-6 * max(1e-2, np.abs(stress).max())
