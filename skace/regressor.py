@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import chunked as _chunked
+from . import streaming as _streaming
 from .baselines import baseline_terms
 from .descriptor import ACETransformer, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, energy_row_scale, fingerprint,
@@ -196,7 +197,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : list or iterable of ase.Atoms, or path of an ASE database
-            Training structures with ``info[energy_key]`` and
+            Training structures. A database path or an iterator is streamed
+            in blocks (:mod:`skace.streaming`; Gram-matrix assembly, no
+            structure list held). Each needs ``info[energy_key]`` and
             ``arrays[forces_key]`` (or calculator results), optionally
             ``info[stress_key]`` (or a calculator's stress) for virial rows;
             ``info["weight"]`` scales a structure's rows.
@@ -208,6 +211,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self : ACERegressor
         """
         self._validate_params()
+        if y is None and _streaming.is_stream(X):
+            return _streaming.fit_stream(self, X)
         structures = as_structure_list(X)
         energy_only = y is not None or self.force_weight == 0
         if y is not None:
@@ -253,6 +258,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             if self.cache:
                 SYSTEM_CACHE.put(key, system)
 
+        return self._finish_fit(descriptor, system, key, counts, energies, escale, energy_only, use_stress)
+
+    def _finish_fit(self, descriptor, system, key, counts, energies, escale, energy_only, use_stress, cache=True):
+        """Reference energies, prior and solution of an assembled ``system``; sets the fitted attributes."""
+        elements = descriptor.elements_
         self.descriptor_ = descriptor
         self._system_key = key
         e0 = self._reference_energies(elements, counts, energies, escale)
@@ -262,7 +272,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             gamma = np.concatenate([gamma, np.ones(len(elements))])
         fw = 0.0 if energy_only else float(self.force_weight)
         sw = float(self.stress_weight) if use_stress else 0.0
-        coef = self._solve(system, key, e0, gamma, float(self.energy_weight), fw, joint, sw)
+        coef = self._solve(system, key, e0, gamma, float(self.energy_weight), fw, joint, sw, cache=cache)
         nf = descriptor.n_features_out_
         self.coef_ = coef[:nf]
         if joint:
@@ -310,7 +320,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         w = row_scale[:, None]
         return np.linalg.lstsq(counts * w, energies * row_scale, rcond=None)[0]
 
-    def _solve(self, system, key, e0, gamma, energy_weight, force_weight, joint, stress_weight=0.0):
+    def _solve(self, system, key, e0, gamma, energy_weight, force_weight, joint, stress_weight=0.0, cache=True):
         """Coefficients (features, then E0 corrections if ``joint``); sets alpha_, scale_, posterior."""
         use_design = system.XF is not None or system.mF == 0
         self.spectrum_ = None
@@ -344,10 +354,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             return gs.ridge(lam) / scale
         skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order, joint,
                 stress_weight)
-        cached = SPECTRUM_CACHE.get(skey) if self.cache else None
+        cache = cache and self.cache
+        cached = SPECTRUM_CACHE.get(skey) if cache else None
         if cached is None:
             cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint, stress_weight)
-            if self.cache:
+            if cache:
                 SPECTRUM_CACHE.put(skey, cached)
         spec, scale = cached
         self.scale_ = scale

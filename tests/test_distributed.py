@@ -9,6 +9,7 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 from threadpoolctl import threadpool_limits
 
+import skace.streaming
 from skace import ACERegressor, ACETransformer
 from skace.datasets import make_emt_dataset
 from skace.structures import read_database
@@ -52,10 +53,32 @@ def test_dask_cluster_gives_identical_coefficients(data):
     assert remote.e0_ == local.e0_
 
 
-def test_generator_and_database_inputs(data, tmp_path):
+def test_generator_and_database_inputs(data, tmp_path, monkeypatch):
     reference = fit(data)
-    streamed = fit(a for a in data)
-    np.testing.assert_array_equal(streamed.coef_, reference.coef_)
+    # a generator of unknown elements is read into a list: the ordinary fit
+    np.testing.assert_array_equal(fit(a for a in data).coef_, reference.coef_)
+    # with the elements known it is streamed: blocks are assembled as they are read
+    monkeypatch.setattr(skace.streaming, "STREAM_BLOCK_ATOMS", 10)
+    produced, seen = [0], []
+    assemble_block = skace.streaming.assemble_block
+
+    def recording(descriptor, block, *args):
+        seen.append((produced[0], len(block)))
+        return assemble_block(descriptor, block, *args)
+
+    def generate():
+        for a in data:
+            produced[0] += 1
+            yield a
+
+    monkeypatch.setattr(skace.streaming, "assemble_block", recording)
+    gram = fit(data, design_limit=0)
+    streamed = fit(generate(), descriptor=ACETransformer(**KW, elements=["Cu", "Au"]))
+    assert len(seen) >= 4 and seen[0][0] < len(data)  # the first block before the rest was read
+    assert sum(n for _, n in seen) == len(data)
+    np.testing.assert_allclose(streamed.coef_, gram.coef_, rtol=1e-8, atol=1e-10 * np.abs(gram.coef_).max())
+    np.testing.assert_allclose(streamed.predict(data), gram.predict(data), rtol=1e-10)
+    # an ASE database path is streamed too (elements from a first pass over its rows)
     path = tmp_path / "emt.db"
     with ase.db.connect(path) as db:
         for a in data:
@@ -67,13 +90,18 @@ def test_generator_and_database_inputs(data, tmp_path):
             db.write(b, config=a.info["config_type"])
     rows = read_database(path)
     assert len(rows) == len(data) and rows[0].info["config"] == data[0].info["config_type"]
+    seen.clear()
     from_db = fit(str(path))
-    np.testing.assert_allclose(from_db.coef_, reference.coef_, rtol=1e-12, atol=1e-14)
+    assert len(seen) >= 4
+    np.testing.assert_allclose(from_db.coef_, gram.coef_, rtol=1e-8, atol=1e-10 * np.abs(gram.coef_).max())
+    assert from_db.descriptor_.elements_ == reference.descriptor_.elements_
     only_bulk = read_database(path, selection="config=bulk_300K")
     assert 0 < len(only_bulk) < len(data)
-    np.testing.assert_allclose(from_db.predict(path), reference.predict(data), rtol=1e-13)
+    np.testing.assert_allclose(from_db.predict(path), from_db.predict(data), rtol=1e-13)
     with pytest.raises(FileNotFoundError, match="no ASE database"):
         fit(str(tmp_path / "missing.db"))
+    with pytest.raises(ValueError, match=r"unknown element 'Au' in X\[0:"):
+        fit(iter(data), descriptor=ACETransformer(**KW, elements=["Cu"]))
 
 
 @pytest.mark.slow
