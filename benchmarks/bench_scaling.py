@@ -52,7 +52,6 @@ def rss_mb():
 def run_size(path, n_rep, repeat):
     """In a fresh process: time predict_energy_forces on a (n_rep)^3 cubic supercell."""
     import numba
-    import numpy as np
     from ase.build import bulk
 
     from skace import load

@@ -9,7 +9,7 @@ well-behaved close contacts, where training data are usually absent.
 
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
-from ase.data import atomic_numbers, covalent_radii
+from ase.data import covalent_radii
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .kernels.neighbours import neighbour_list
