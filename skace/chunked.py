@@ -19,7 +19,8 @@ from .kernels import ace as _k
 from .kernels.neighbours import CellGrid
 from .structures import species_indices
 
-#: Structures with more atoms than this are evaluated in chunks.
+#: Structures with more atoms than this are evaluated in chunks of atoms; lists of
+#: smaller structures with more atoms than this in all, in groups of structures.
 LARGE_ATOMS = 20_000
 #: Pairs (neighbour list entries) held at once when evaluating a large structure.
 CHUNK_PAIRS = 2**21
@@ -77,26 +78,29 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
 
 
 def evaluate_mixed(model, structures, forces=True, stress=False):
-    """:meth:`skace.ACERegressor._evaluate` for a list in which some structures are large.
+    """:meth:`skace.ACERegressor._evaluate` for inputs with more than ``LARGE_ATOMS`` atoms in all.
 
-    Small structures go through the batched path together; large ones
-    through :func:`evaluate_large`. Results are in input order.
+    Small structures go through the batched path in consecutive groups of at
+    most ``LARGE_ATOMS`` atoms; large ones through :func:`evaluate_large`.
+    Results are in input order.
     """
+    from .descriptor import _chunks
+
     sizes = np.array([len(a) for a in structures])
-    large = sizes > LARGE_ATOMS
     parts = {}
-    small_idx = np.flatnonzero(~large)
-    if len(small_idx):
-        res = model._evaluate([structures[k] for k in small_idx], forces=forces, stress=stress, _raw=True)
+    small_idx = np.flatnonzero(sizes <= LARGE_ATOMS)
+    small = [structures[k] for k in small_idx]
+    for sl in (_chunks(small, LARGE_ATOMS) if small else ()):
+        res = model._evaluate(small[sl], forces=forces, stress=stress, _raw=True)
         starts = res["batch"].structure_start
-        for t, k in enumerate(small_idx):
+        for t, k in enumerate(small_idx[sl]):
             a0, a1 = starts[t], starts[t + 1]
             parts[k] = dict(energies=res["energies"][a0:a1])
             if forces:
                 parts[k]["forces"] = res["forces"][a0:a1]
             if stress:
                 parts[k]["virial"] = res["virial"][t]
-    for k in np.flatnonzero(large):
+    for k in np.flatnonzero(sizes > LARGE_ATOMS):
         parts[k] = evaluate_large(model, structures[k], forces, stress, name=f"X[{k}]")
     order = range(len(structures))
     out = {"energies": np.concatenate([parts[k]["energies"] for k in order])}

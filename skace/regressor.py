@@ -418,11 +418,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     def _evaluate(self, structures, forces=True, stress=False, _raw=False):
         """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress.
 
-        Structures above ``skace.chunked.LARGE_ATOMS`` atoms are evaluated in
-        chunks of atoms (bounded memory); ``_raw``: one batch, no baseline.
+        Inputs above ``skace.chunked.LARGE_ATOMS`` atoms in all are evaluated
+        in groups of structures and large structures in chunks of atoms
+        (bounded memory); ``_raw``: one batch, no baseline.
         """
         check_is_fitted(self, "coef_")
-        if not _raw and any(len(a) > _chunked.LARGE_ATOMS for a in structures):
+        if not _raw and sum(len(a) for a in structures) > _chunked.LARGE_ATOMS:
             out = _chunked.evaluate_mixed(self, structures, forces, stress)
             if getattr(self, "baseline", None) is not None:
                 self._add_baseline(structures, out, forces, stress)

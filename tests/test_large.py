@@ -69,6 +69,12 @@ def test_chunked_path_matches_batched(model, monkeypatch):
     big.calc = ACECalculator(model)
     np.testing.assert_allclose(big.get_forces(), F[4:4 + len(big)], rtol=0, atol=1e-12 * np.abs(F).max())
     np.testing.assert_allclose(big.get_stress(), S[1], rtol=0, atol=1e-13)
+    # many small structures: evaluated in groups of at most LARGE_ATOMS atoms, in input order
+    many = [small] * 30 + [slab] + [small] * 5
+    E_many = model.predict(many)
+    monkeypatch.setattr(skace.chunked, "LARGE_ATOMS", 10**9)
+    np.testing.assert_allclose(E_many, model.predict(many), rtol=1e-13)
+    monkeypatch.setattr(skace.chunked, "LARGE_ATOMS", 100)
     overlap = big.copy()
     overlap.positions[5] = overlap.positions[9]
     with pytest.raises(ValueError, match=r"overlapping atoms in X\[0\]"):
