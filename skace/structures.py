@@ -116,17 +116,23 @@ def as_structure_list(X, name="X"):
 
 
 def species_indices(structures, elements, name="X"):
-    """Element index of every atom (concatenated), with a clear error for unknown elements."""
-    lookup = {s: k for k, s in enumerate(elements)}
+    """Element index of every atom (concatenated), with a clear error for unknown elements.
+
+    Vectorised over atoms: a lookup table from atomic number to element index.
+    """
+    from ase.data import atomic_numbers, chemical_symbols
+
+    table = np.full(len(chemical_symbols), -1, dtype=np.int64)
+    for k, s in enumerate(elements):
+        if s in atomic_numbers:
+            table[atomic_numbers[s]] = k
     out = []
     for k, atoms in enumerate(structures):
-        symbols = atoms.get_chemical_symbols()
-        try:
-            out.append(np.fromiter((lookup[s] for s in symbols), dtype=np.int64, count=len(symbols)))
-        except KeyError as err:
-            raise ValueError(
-                f"unknown element {err.args[0]!r} in {name}[{k}]; the model knows {list(elements)}"
-            ) from None
+        idx = table[atoms.numbers]
+        if idx.size and idx.min() < 0:
+            bad = chemical_symbols[int(atoms.numbers[np.flatnonzero(idx < 0)[0]])]
+            raise ValueError(f"unknown element {bad!r} in {name}[{k}]; the model knows {list(elements)}")
+        out.append(idx)
     return np.concatenate(out)
 
 
