@@ -68,11 +68,14 @@ class ACECalculator(Calculator):
             from .gpu import evaluate
 
             res = evaluate(self.model, [atoms], forces=True, stress=bool(atoms.pbc.all()))
+            if getattr(self.model, "baseline", None) is not None:
+                self.model._add_baseline([atoms], res, True, bool(atoms.pbc.all()))
         else:
             res = self.model._evaluate([atoms], forces=True, stress=bool(atoms.pbc.all()))
-        energies = res["energies"]
-        self.results["energies"] = energies
-        self.results["energy"] = self.results["free_energy"] = float(energies.sum())
+        if "energy_offset" not in res:  # a baseline without per-atom energies has none to give
+            self.results["energies"] = res["energies"]
+        energy = float(self.model._structure_energies(res)[0])
+        self.results["energy"] = self.results["free_energy"] = energy
         self.results["forces"] = res["forces"]
         if atoms.pbc.all():
             self.results["stress"] = full_3x3_to_voigt_6_stress(res["virial"][0] / atoms.get_volume())

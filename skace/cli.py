@@ -67,6 +67,7 @@ def _error_table(rows):
 
 def cmd_fit(args):
     from . import ACERegressor, ACETransformer, save
+    from .baselines import PairRepulsion
     from .metrics import evaluate
 
     data = args.data or "sample"
@@ -81,7 +82,8 @@ def cmd_fit(args):
     model = ACERegressor(
         descriptor, solver=args.solver, alpha=args.alpha, energy_weight=args.energy_weight,
         force_weight=args.force_weight, energy_key=args.energy_key, forces_key=args.forces_key,
-        n_jobs=args.threads, verbose=not args.quiet,
+        stress_weight=args.stress_weight, stress_key=args.stress_key,
+        baseline=PairRepulsion() if args.repulsion else None, n_jobs=args.threads, verbose=not args.quiet,
     )
     print(f"fitting {len(train)} structures from {data} "
           f"({sum(len(a) for a in train)} atoms, elements found in fit)", flush=True)
@@ -279,6 +281,11 @@ def build_parser():
     p.add_argument("--force-weight", type=float, default=1.0)
     p.add_argument("--energy-key", default="energy")
     p.add_argument("--forces-key", default="forces")
+    p.add_argument("--stress-weight", type=float, default=1.0,
+                   help="weight of virial rows of structures with a stress (default 1; 0 ignores stresses)")
+    p.add_argument("--stress-key", default="stress")
+    p.add_argument("--repulsion", action="store_true",
+                   help="fit on top of a short-range ZBL repulsion (skace.baselines.PairRepulsion)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
 

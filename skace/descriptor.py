@@ -364,30 +364,72 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         structures; chunks are sized to ``max_memory`` MiB (default
         ``self.max_memory``). Blocks are fresh arrays the caller may keep.
         """
+        for sl, out, _ in self._gradient_chunks(as_structure_list(X), max_memory, virial=False):
+            yield sl, out
+
+    def _gradient_chunks(self, structures, max_memory=None, virial=False):
+        """``(slice, gradient block, per-feature virial block or None)`` over chunks of ``structures``."""
         check_is_fitted(self, "basis_")
-        structures = as_structure_list(X)
         budget = (self.max_memory if max_memory is None else max_memory) * 2**20
         atoms_per_chunk = max(1, int(budget / (8 * 3 * max(self.n_features_out_, 1))))
         with numba_threads(self.n_jobs):
             for sl in _chunks(structures, atoms_per_chunk):
                 batch = self._batch(structures[sl])
                 out = np.empty((len(batch.species), 3, self.n_features_out_))
-                self._gradient_into(batch, out)
-                yield sl, out
+                vir = np.zeros((sl.stop - sl.start, 6, self.n_features_out_)) if virial else None
+                self._gradient_into(batch, out, vir)
+                yield sl, out, vir
 
-    def _gradient_into(self, batch, out):
-        if getattr(self, "device", "cpu") == "cuda":
+    def _gradient_into(self, batch, out, vir=None):
+        # the GPU kernels give gradients only: fits with virial rows use the CPU kernel
+        if getattr(self, "device", "cpu") == "cuda" and vir is None:
             from .gpu import feature_gradients_into
 
             _check_device(self.device)
             feature_gradients_into(self, batch, out)
             return
         b = self.compiled_
-        _k.compute_feature_gradients(
+        with_virial = vir is not None
+        _k.compute_feature_gradients_virial(
             batch.structure_start, batch.first, batch.nbr, batch.D, batch.species,
             *self._kernel_basis_args(), b.row_start, b.indptr, b.parent, b.last, b.vals, batch.max_pairs,
-            n_chunks(len(batch.structure_start) - 1), out,
+            n_chunks(len(batch.structure_start) - 1), out, with_virial,
+            vir if with_virial else np.zeros((0, 6, out.shape[2])),
         )
+
+    def transform_virial(self, X):
+        """Per-feature virials: the derivative of each structure's features with respect to strain.
+
+        For a homogeneous strain ``eps`` applied to positions and cell,
+        ``W[s, v, k] = d transform(X)[s, k] / d eps_v`` in Voigt order
+        (xx, yy, zz, yz, xz, xy), i.e. ``sum_pairs sym(dB_k / dr_ij (x) r_ij)``.
+        A linear model's virial is ``W[s] @ coef`` and its stress in ASE's
+        convention is that divided by the cell volume. Defined for molecules
+        and (mixed-)periodic cells alike.
+
+        Parameters
+        ----------
+        X : list of ase.Atoms
+
+        Returns
+        -------
+        ndarray of shape (n_structures, 6, ``n_features_out_``)
+
+        Examples
+        --------
+        >>> from ase.build import bulk
+        >>> from skace import ACETransformer
+        >>> cu = bulk("Cu", cubic=True)
+        >>> t = ACETransformer(cutoff=4.0, correlation_order=2, max_degree=4).fit([cu])
+        >>> t.transform_virial([cu]).shape == (1, 6, t.n_features_out_)
+        True
+        """
+        check_is_fitted(self, "basis_")
+        structures = as_structure_list(X)
+        out = np.empty((len(structures), 6, self.n_features_out_))
+        for sl, _, vir in self._gradient_chunks(structures, virial=True):
+            out[sl] = vir
+        return out
 
     def transform_gradient(self, X):
         """Derivative of the per-structure features with respect to every atom position.

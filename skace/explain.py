@@ -77,6 +77,12 @@ _XYZ = "xyz"
 def _fitted(model):
     """The model's descriptor (per-structure sums, whatever its ``per_atom``) and coefficients."""
     check_is_fitted(model, "coef_")
+    if getattr(model, "baseline", None) is not None:
+        raise ValueError(
+            f"the model has a baseline ({type(model.baseline).__name__}), which SHAP values over ACE features "
+            "do not cover; explain a copy without it: clone the model, set baseline=None and copy its fitted "
+            "attributes, or fit the ACE part to the baseline's residuals"
+        )
     descriptor = model.descriptor_
     if getattr(descriptor, "per_atom", False):
         descriptor = copy.copy(descriptor)  # shallow: shares the compiled basis, only the flag differs

@@ -1,8 +1,10 @@
 """Assembling the weighted least-squares system of an energy + force fit, in chunks.
 
 Rows: one energy row per structure (features summed over atoms, plus the
-element counts that multiply the reference energies E0) and three force rows
-per atom (minus the feature gradient). Per-structure factors (``info["weight"]``
+element counts that multiply the reference energies E0), three force rows
+per atom (minus the feature gradient) and, for structures with a stress,
+six virial rows (the per-feature virial against ``stress * volume``, Voigt
+order, scaled like the structure's energy row). Per-structure factors (``info["weight"]``
 and the ``1/sqrt(N)`` or ``1/N`` energy scaling) are applied here; the global
 energy and force weights are applied later (:meth:`LinearSystem.combine`), so
 that a grid search over weights, E0, priors or ``alpha`` reuses one assembly.
@@ -74,6 +76,45 @@ def read_targets(structures, energy_key="energy", forces_key="forces", need_forc
     return energies, (np.concatenate(forces) if need_forces else None), weights
 
 
+def read_stress(structures, stress_key="stress", name="X"):
+    """Stress targets (eV/Å^3, ASE's sign and Voigt order xx yy zz yz xz xy) where present.
+
+    Read from ``atoms.info[stress_key]`` (6 Voigt numbers or a 3x3 matrix) or,
+    for the standard key, the attached calculator's stored ``stress``.
+    Structures without one contribute no stress rows.
+
+    Returns
+    -------
+    index : ndarray of int
+        Structures that have a stress.
+    virial : ndarray of shape (len(index), 6)
+        ``stress * volume`` (eV) of those structures.
+    """
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    index, virial = [], []
+    for k, atoms in enumerate(structures):
+        value = _stored(atoms, atoms.info, stress_key, "stress")
+        if value is None:
+            continue
+        try:
+            sv = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"stress of {name}[{k}] is not numeric: {value!r}") from None
+        if sv.shape == (3, 3):
+            sv = full_3x3_to_voigt_6_stress(sv)
+        if sv.shape != (6,):
+            raise ValueError(f"stress of {name}[{k}] has shape {sv.shape}; expected 6 Voigt numbers or 3x3")
+        if not np.all(np.isfinite(sv)):
+            raise ValueError(f"stress of {name}[{k}] contains NaN or infinite values")
+        volume = abs(float(np.linalg.det(atoms.cell.array)))
+        if not volume > 1e-9:
+            raise ValueError(f"{name}[{k}] has a stress but no cell volume (stress = virial / volume needs a cell)")
+        index.append(k)
+        virial.append(sv * volume)
+    return np.array(index, dtype=np.int64), np.array(virial, dtype=float).reshape(-1, 6)
+
+
 def energy_row_scale(structures, weights, scaling):
     """Per-structure factor of the energy rows: weight times 1, 1/sqrt(N) or 1/N."""
     n = np.array([len(a) for a in structures], dtype=float)
@@ -99,9 +140,18 @@ class LinearSystem:
     yyF: float
     mF: int
     n_features: int
+    XS: np.ndarray = None  # (6 n_stress, n_features) scaled virial rows, or None in Gram mode / no stress
+    yS: np.ndarray = None  # (6 n_stress,) scaled virial targets
+    GS: np.ndarray = None  # X_S^T X_S (Gram mode) or None
+    bS: np.ndarray = None  # X_S^T y_S (Gram mode) or None
+    yyS: float = 0.0
+    mS: int = 0
 
-    def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False, standardize=True):
+    def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False, stress_weight=0.0,
+                standardize=True):
         """Spectral form of the weighted fit, E0 subtracted (and refined jointly if ``joint_e0``).
+
+        ``stress_weight`` multiplies the virial rows (none without stress data).
 
         The unknowns are the feature coefficients, followed, with
         ``joint_e0``, by corrections to ``e0`` (the element-count columns;
@@ -128,17 +178,21 @@ class LinearSystem:
                 XF = force_weight * self.XF
                 parts.append(np.hstack([XF, np.zeros((len(XF), width - nf))]) if joint_e0 else XF)
                 targets.append(force_weight * self.yF)
+            if stress_weight > 0 and self.mS:
+                XS = stress_weight * self.XS
+                parts.append(np.hstack([XS, np.zeros((len(XS), width - nf))]) if joint_e0 else XS)
+                targets.append(stress_weight * self.yS)
             X = np.vstack(parts)
             scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
             X /= scale
             return Spectrum.from_design(X, np.concatenate(targets)), scale
-        G, b, yy, m = self.gram(energy_weight, force_weight, e0, joint_e0)
+        G, b, yy, m = self.gram(energy_weight, force_weight, e0, joint_e0, stress_weight)
         scale = column_scale(np.sqrt(np.diag(G).copy()), prior, standardize)
         for i0 in range(0, len(scale), 1024):  # in row blocks: no full-size temporaries
             G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
         return Spectrum.from_gram(G, b / scale, yy, m), scale
 
-    def gram(self, energy_weight, force_weight, e0, joint_e0=False):
+    def gram(self, energy_weight, force_weight, e0, joint_e0=False, stress_weight=0.0):
         """``(G, b, |y|^2, m)`` of the weighted problem (features, then E0 corrections if ``joint_e0``)."""
         nf = self.n_features
         width = self.XE.shape[1] if joint_e0 else nf
@@ -159,6 +213,15 @@ class LinearSystem:
             b[:nf] += force_weight**2 * bF
             yy += force_weight**2 * self.yyF
             m += self.mF
+        if stress_weight > 0 and self.mS:
+            GS = self.GS
+            if GS is None:
+                GS = symmetrize_upper(gram_update(np.zeros((nf, nf)), self.XS))
+            for i0 in range(0, nf, 1024):
+                G[i0:min(i0 + 1024, nf), :nf] += stress_weight**2 * GS[i0:i0 + 1024]
+            b[:nf] += stress_weight**2 * (self.bS if self.XS is None else self.XS.T @ self.yS)
+            yy += stress_weight**2 * self.yyS
+            m += self.mS
         return G, b, yy, m
 
 
@@ -242,9 +305,27 @@ SYSTEM_CACHE = LRUCache(3 * 2**30)
 SPECTRUM_CACHE = LRUCache(2 * 2**30)
 
 
+def keeps_design(n_atoms, n_structures, n_features, design_limit):
+    """Whether a fit keeps its force rows as a design (SVD route) rather than a Gram matrix.
+
+    Small designs, and clearly underdetermined fits (rows <= 3/4 features):
+    their SVD then costs about what the Gram route does, and such a fit may
+    interpolate, which only the design's exact zero singular values handle.
+    """
+    rows = 3 * n_atoms + n_structures
+    return 3 * n_atoms * n_features <= design_limit or 4 * rows <= 3 * n_features
+
+
 def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements, species_counts,
-             design_limit, progress=None):
+             design_limit, progress=None, stress=None, n_blocks=None):
     """Build the :class:`LinearSystem` of a fitted descriptor on ``X``.
+
+    With ``n_blocks``, the structures are split into that many consecutive
+    blocks of about equal atom counts, each block's system is assembled by
+    :func:`assemble_block` as a ``joblib`` task (sequential by default; in a
+    ``joblib.parallel_backend("dask")`` context, on a dask cluster) and the
+    blocks are merged in order (:func:`merge_systems`), so the result does not
+    depend on where the blocks ran.
 
     Parameters
     ----------
@@ -254,7 +335,7 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
     forces : ndarray (n_atoms, 3) or None
         None for an energy-only fit.
     energy_scale, weights : ndarray (n,)
-        Per-structure factors of energy rows and of force rows.
+        Per-structure factors of energy (and virial) rows and of force rows.
     species_counts : ndarray (n, n_elements)
     design_limit : int
         Keep force rows as a design matrix while it has at most this many
@@ -265,29 +346,138 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
         regularisation); beyond, accumulate their Gram matrix.
     progress : callable, optional
         Called with the number of structures done after each chunk.
+    stress : tuple (index, virial), optional
+        From :func:`read_stress`: structures with a stress and their target
+        virials ``stress * volume`` (n_stress, 6).
+    n_blocks : int, optional
+        Assemble in this many joblib tasks.
     """
     structures = as_structure_list(X)
+    if n_blocks is not None and n_blocks > 1 and len(structures) > 1:
+        return _assemble_blocks(descriptor, structures, energies, forces, energy_scale, weights, n_elements,
+                                species_counts, design_limit, progress, stress, n_blocks)
+    use_design = forces is not None and keeps_design(len(forces), len(structures), descriptor.n_features_out_,
+                                                     design_limit)
+    return assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts,
+                          use_design, progress, stress)
+
+
+def _assemble_blocks(descriptor, structures, energies, forces, energy_scale, weights, n_elements,
+                     species_counts, design_limit, progress, stress, n_blocks):
+    from joblib import Parallel, delayed
+
+    nf = descriptor.n_features_out_
+    sizes = np.array([len(a) for a in structures])
+    atom_start = np.concatenate([[0], np.cumsum(sizes)])
+    use_design = forces is not None and keeps_design(int(atom_start[-1]), len(structures), nf, design_limit)
+    # consecutive blocks of about equal atom counts
+    cuts = np.searchsorted(atom_start, np.linspace(0, atom_start[-1], n_blocks + 1)[1:-1])
+    bounds = [int(b) for b in np.unique(np.concatenate([[0], cuts, [len(structures)]]))]
+    s_index = None if stress is None else stress[0]
+    tasks = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi <= lo:
+            continue
+        block_stress = None
+        if stress is not None:
+            sel = (s_index >= lo) & (s_index < hi)
+            block_stress = (s_index[sel] - lo, stress[1][sel])
+        block_forces = None if forces is None else forces[atom_start[lo]:atom_start[hi]]
+        tasks.append(delayed(assemble_block)(descriptor, structures[lo:hi], energies[lo:hi], block_forces,
+                                             energy_scale[lo:hi], weights[lo:hi], species_counts[lo:hi],
+                                             use_design, None, block_stress))
+    parts = []
+    for part in Parallel(return_as="generator")(tasks):
+        parts.append(part)
+        if progress is not None:
+            progress(len(part.yE))
+    return merge_systems(parts)
+
+
+def merge_systems(parts):
+    """One :class:`LinearSystem` from the systems of consecutive blocks of structures (in order)."""
+    def stack(name):
+        arrays = [getattr(p, name) for p in parts]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+    def total(name):
+        arrays = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+        if not arrays:
+            return None
+        out = arrays[0].copy()
+        for a in arrays[1:]:
+            out += a
+        return out
+
+    first = parts[0]
+    has_stress = any(p.mS for p in parts)
+    gram_stress = has_stress and any(p.GS is not None for p in parts)
+    merged = LinearSystem(
+        stack("XE"), stack("yE"), stack("XF"), stack("yF"), total("GF"),
+        total("bF") if first.bF is not None else None,
+        float(sum(p.yyF for p in parts)), int(sum(p.mF for p in parts)), first.n_features)
+    if has_stress:
+        nf = first.n_features
+        if gram_stress:
+            merged.GS = sum((p.GS if p.GS is not None else np.zeros((nf, nf)) for p in parts), np.zeros((nf, nf)))
+            merged.bS = sum((p.bS if p.bS is not None else np.zeros(nf) for p in parts), np.zeros(nf))
+        else:
+            merged.XS = np.concatenate([p.XS for p in parts if p.mS])
+            merged.yS = np.concatenate([p.yS for p in parts if p.mS])
+        merged.yyS = float(sum(p.yyS for p in parts))
+        merged.mS = int(sum(p.mS for p in parts))
+    return merged
+
+
+#: Serialises kernel work of blocks that share a process (the kernels use every core already).
+_BLOCK_LOCK = __import__("threading").Lock()
+
+
+def assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts, use_design,
+                   progress=None, stress=None):
+    """The :class:`LinearSystem` of one block of structures (see :func:`assemble`).
+
+    ``use_design`` (decided for the whole fit) keeps force and virial rows as
+    a design; otherwise only their Gram matrices are kept.
+    """
+    with _BLOCK_LOCK:
+        return _assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts,
+                               use_design, progress, stress)
+
+
+def _assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts, use_design,
+                    progress, stress):
     nf = descriptor.n_features_out_
     B = descriptor.transform(structures) if descriptor.per_atom is False else None
     if B is None:
         raise ValueError("the descriptor of a regressor must have per_atom=False")
     XE = np.hstack([B, species_counts]) * energy_scale[:, None]
     yE = energies * energy_scale
+    has_stress = stress is not None and len(stress[0]) > 0
+    if has_stress:
+        s_index, s_virial = stress
+        s_row = np.full(len(structures), -1, dtype=np.int64)
+        s_row[s_index] = np.arange(len(s_index))
+        yS = (s_virial * energy_scale[s_index, None]).ravel()
     if forces is None:
-        return LinearSystem(XE, yE, None, None, None, None, 0.0, 0, nf)
+        if not has_stress:
+            return LinearSystem(XE, yE, None, None, None, None, 0.0, 0, nf)
+        W = descriptor.transform_virial([structures[k] for k in s_index])
+        XS = (W * energy_scale[s_index, None, None]).reshape(-1, nf)
+        return LinearSystem(XE, yE, None, None, None, None, 0.0, 0, nf, XS=XS, yS=yS, yyS=float(yS @ yS),
+                            mS=len(yS))
     n_atoms = len(forces)
     atom_weight = np.repeat(weights, [len(a) for a in structures])
-    # clearly underdetermined fits (rows <= 3/4 features) also keep the design: its SVD then costs about
-    # what the Gram route does, and the fit may interpolate, which only exact zero singular values handle
-    rows = 3 * n_atoms + len(structures)
-    use_design = 3 * n_atoms * nf <= design_limit or 4 * rows <= 3 * nf
     XF = np.empty((3 * n_atoms, nf)) if use_design else None
     GF = None if use_design else np.zeros((nf, nf))
     bF = np.zeros(nf)
     yF = (forces * atom_weight[:, None]).ravel()
+    XS = np.empty((len(yS), nf)) if has_stress and use_design else None
+    GS = np.zeros((nf, nf)) if has_stress and not use_design else None
+    bS = np.zeros(nf) if has_stress else None
     a0 = 0
     # gradient chunks of at most 512 MiB: they sit beside the Gram matrices
-    for sl, grad in descriptor.iter_gradients(structures, max_memory=min(descriptor.max_memory, 512)):
+    for sl, grad, vir in descriptor._gradient_chunks(structures, min(descriptor.max_memory, 512), has_stress):
         n = grad.shape[0]
         rows = grad.reshape(3 * n, nf)
         rows *= -np.repeat(atom_weight[a0:a0 + n], 3)[:, None]  # F = -dE/dr
@@ -296,9 +486,26 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
         else:
             gram_update(GF, rows)
             bF += rows.T @ yF[3 * a0:3 * (a0 + n)]
+        if has_stress:
+            local = np.flatnonzero(s_row[sl] >= 0)
+            if len(local):
+                srows = (vir[local] * energy_scale[sl][local, None, None]).reshape(-1, nf)
+                r = s_row[sl.start + local]
+                target = (6 * r[:, None] + np.arange(6)).ravel()
+                if use_design:
+                    XS[target] = srows
+                else:
+                    gram_update(GS, srows)
+                    bS += srows.T @ yS[target]
         a0 += n
         if progress is not None:
             progress(sl.stop - sl.start)
     if GF is not None:
         symmetrize_upper(GF)
-    return LinearSystem(XE, yE, XF, yF if use_design else None, GF, bF, float(yF @ yF), len(yF), nf)
+    if GS is not None:
+        symmetrize_upper(GS)
+    extra = {}
+    if has_stress:
+        extra = dict(XS=XS, yS=yS if use_design else None, GS=GS, bS=None if use_design else bS,
+                     yyS=float(yS @ yS), mS=len(yS))
+    return LinearSystem(XE, yE, XF, yF if use_design else None, GF, bF, float(yF @ yF), len(yF), nf, **extra)

@@ -86,8 +86,9 @@ def load(path):
     FileNotFoundError
         If ``path`` does not exist.
     ModelFileError
-        If the file is not a skace model, is truncated or corrupted, or was
-        written by a newer skace format.
+        If the file is not a skace model, is truncated or corrupted, was
+        written by a newer skace format, or holds objects this installation
+        cannot rebuild (a class that no longer exists or is not installed).
     """
     path = Path(path)
     with open(path, "rb") as fh:
@@ -114,7 +115,14 @@ def load(path):
         raise ModelFileError(f"{path} is {what}: payload has {len(payload)} bytes, header says {size}")
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise ModelFileError(f"{path} is corrupted (checksum mismatch)")
-    return pickle.loads(payload)
+    try:
+        return pickle.loads(payload)
+    except Exception as err:  # intact bytes that this installation cannot rebuild into objects
+        raise ModelFileError(
+            f"{path} is intact but its model cannot be rebuilt here ({type(err).__name__}: {err}); it was "
+            f"written by skace {header.get('skace')}: load it with that version, or check that the packages "
+            "its model refers to (for example a baseline calculator's) are installed"
+        ) from err
 
 
 def load_potential(path):

@@ -6,12 +6,15 @@ import numpy as np
 from ase.stress import full_3x3_to_voigt_6_stress
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.metrics import r2_score
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import chunked as _chunked
+from . import streaming as _streaming
+from .baselines import baseline_terms
 from .descriptor import ACETransformer, _check_device, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, column_scale, energy_row_scale, fingerprint,
-                      read_targets)
+                      read_stress, read_targets)
 from .kernels import ace as _k
 from .linalg import GramSolver, ard
 from .maths.basis import fold_coefficients
@@ -45,6 +48,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     energy_weight, force_weight : float, default=30.0, 1.0
         Weights of energy rows (eV) and force rows (eV/Å). ``force_weight=0``
         gives an energy-only fit.
+    stress_weight : float, default=1.0
+        Weight of the six virial rows of each structure that has a stress
+        (``info[stress_key]`` or a calculator's stored stress; ASE's sign and
+        Voigt order). The rows compare the virial ``stress * volume`` (eV)
+        and are scaled per structure like its energy row
+        (``energy_weight_scaling``, ``info["weight"]``). 0 ignores stresses.
     energy_weight_scaling : {"sqrt_atoms", "atoms", "none"}, default="sqrt_atoms"
         Divide each energy row by ``sqrt(N)``, ``N`` or nothing.
     e0 : "auto", dict or None, default="auto"
@@ -67,8 +76,16 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         ``predict(..., return_std=True)``); "ridge": fixed ``alpha``; "gcv":
         alpha by generalised cross-validation over a log grid; "ard":
         automatic relevance determination (sparse; O(n_features^3) per iteration).
-    energy_key, forces_key : str
-        Where targets live in ``atoms.info`` / ``atoms.arrays``.
+    baseline : ASE calculator, optional
+        Delta learning: a calculator (for example
+        :class:`skace.baselines.PairRepulsion`, or EMT) whose energies,
+        forces and stresses are subtracted from the targets before fitting
+        and added to every prediction (``predict``, ``predict_forces``,
+        ``predict_stress``, ``predict_atomic_energies`` when it gives per-atom
+        energies, and :class:`skace.ACECalculator`). Evaluated on copies of
+        the structures; cloned and pickled with the model.
+    energy_key, forces_key, stress_key : str
+        Where targets live in ``atoms.info`` / ``atoms.arrays`` / ``atoms.info``.
     design_limit : int, default=2_000_000
         Largest force design (entries) solved by SVD of the design itself
         (the most accurate route, but slow beyond small problems); larger
@@ -84,6 +101,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         unavailable.
     cache : bool, default=True
         Reuse the assembled system when only regression parameters change.
+    n_blocks : int, optional
+        Assemble the least-squares system in this many blocks of structures,
+        each a ``joblib`` task: sequential by default, on a cluster inside
+        ``with joblib.parallel_backend("dask"):`` (the blocks' systems are
+        merged in a fixed order, so the coefficients do not depend on where
+        they ran). None: one block in this process.
     n_jobs : int, optional
         Threads for the numba kernels.
     verbose : bool, default=False
@@ -118,6 +141,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "alpha": [Interval(Real, 0, None, closed="left")],
         "energy_weight": [Interval(Real, 0, None, closed="left")],
         "force_weight": [Interval(Real, 0, None, closed="left")],
+        "stress_weight": [Interval(Real, 0, None, closed="left")],
         "energy_weight_scaling": [StrOptions({"sqrt_atoms", "atoms", "none"})],
         "e0": [StrOptions({"auto"}), dict, None],
         "prior": [StrOptions(set(PRIORS))],
@@ -126,9 +150,12 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "solver": [StrOptions(set(SOLVERS))],
         "energy_key": [str],
         "forces_key": [str],
+        "stress_key": [str],
+        "baseline": [None, HasMethods(["get_potential_energy", "get_forces"])],
         "design_limit": [Interval(Integral, 0, None, closed="left")],
         "eigen_limit": [Interval(Integral, 0, None, closed="left")],
         "cache": ["boolean"],
+        "n_blocks": [Interval(Integral, 1, None, closed="left"), None],
         "n_jobs": [Integral, None],
         "verbose": ["boolean"],
         "device": [StrOptions({"cpu", "cuda"})],
@@ -148,9 +175,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         solver="bayesian",
         energy_key="energy",
         forces_key="forces",
+        stress_key="stress",
+        stress_weight=1.0,
+        baseline=None,
         design_limit=2_000_000,
         eigen_limit=4000,
         cache=True,
+        n_blocks=None,
         n_jobs=None,
         verbose=False,
         device="cpu",
@@ -167,9 +198,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.solver = solver
         self.energy_key = energy_key
         self.forces_key = forces_key
+        self.stress_key = stress_key
+        self.stress_weight = stress_weight
+        self.baseline = baseline
         self.design_limit = design_limit
         self.eigen_limit = eigen_limit
         self.cache = cache
+        self.n_blocks = n_blocks
         self.n_jobs = n_jobs
         self.verbose = verbose
         self.device = device
@@ -180,10 +215,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : list of ase.Atoms
-            Training structures with ``info[energy_key]`` and
-            ``arrays[forces_key]`` (or calculator results); ``info["weight"]``
-            scales a structure's rows.
+        X : list or iterable of ase.Atoms, or path of an ASE database
+            Training structures. A database path or an iterator is streamed
+            in blocks (:mod:`skace.streaming`; Gram-matrix assembly, no
+            structure list held). Each needs ``info[energy_key]`` and
+            ``arrays[forces_key]`` (or calculator results), optionally
+            ``info[stress_key]`` (or a calculator's stress) for virial rows;
+            ``info["weight"]`` scales a structure's rows.
         y : array-like of shape (n_structures,), optional
             Energies (eV); when given, the fit uses energies only.
 
@@ -193,6 +231,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         """
         self._validate_params()
         _check_device(self.device, "ACERegressor")
+        if y is None and _streaming.is_stream(X):
+            return _streaming.fit_stream(self, X)
         structures = as_structure_list(X)
         energy_only = y is not None or self.force_weight == 0
         if y is not None:
@@ -206,6 +246,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         else:
             energies, forces, weights = read_targets(structures, self.energy_key, self.forces_key,
                                                      need_forces=not energy_only)
+        use_stress = y is None and self.stress_weight > 0
+        stress = read_stress(structures, self.stress_key) if use_stress else None
+        residual_hash = None
+        if self.baseline is not None:
+            energies, forces, stress, residual_hash = self._subtract_baseline(structures, energies, forces, stress)
         descriptor = clone(self.descriptor if self.descriptor is not None else ACETransformer(**DEFAULT_DESCRIPTOR))
         if self.n_jobs is not None:
             descriptor.set_params(n_jobs=self.n_jobs)
@@ -219,19 +264,25 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         key = fingerprint(structures, energy_only, self.energy_key, self.forces_key,
                           self.energy_weight_scaling, self.design_limit,
                           sorted(descriptor.get_params().items(), key=lambda kv: kv[0]),
-                          None if y is None else energies.tobytes())
+                          None if y is None else energies.tobytes(), use_stress and self.stress_key,
+                          residual_hash)
         escale = energy_row_scale(structures, weights, self.energy_weight_scaling)
         system = SYSTEM_CACHE.get(key) if self.cache else None
         if system is None:
             progress, bar = self._progress(len(structures))
             with numba_threads(self.n_jobs):
                 system = assemble(descriptor, structures, energies, forces, escale, weights, len(elements),
-                                  counts, self.design_limit, progress)
+                                  counts, self.design_limit, progress, stress=stress, n_blocks=self.n_blocks)
             if bar is not None:
                 bar.close()
             if self.cache:
                 SYSTEM_CACHE.put(key, system)
 
+        return self._finish_fit(descriptor, system, key, counts, energies, escale, energy_only, use_stress)
+
+    def _finish_fit(self, descriptor, system, key, counts, energies, escale, energy_only, use_stress, cache=True):
+        """Reference energies, prior and solution of an assembled ``system``; sets the fitted attributes."""
+        elements = descriptor.elements_
         self.descriptor_ = descriptor
         self._system_key = key
         e0 = self._reference_energies(elements, counts, energies, escale)
@@ -240,7 +291,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         if joint:
             gamma = np.concatenate([gamma, np.ones(len(elements))])
         fw = 0.0 if energy_only else float(self.force_weight)
-        coef = self._solve(system, key, e0, gamma, float(self.energy_weight), fw, joint)
+        sw = float(self.stress_weight) if use_stress else 0.0
+        coef = self._solve(system, key, e0, gamma, float(self.energy_weight), fw, joint, sw, cache=cache)
         nf = descriptor.n_features_out_
         self.coef_ = coef[:nf]
         if joint:
@@ -250,6 +302,23 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.n_features_ = nf
         self._fold()
         return self
+
+    def _subtract_baseline(self, structures, energies, forces, stress):
+        """Targets minus the baseline's, and a hash of them (the assembly cache key)."""
+        import hashlib
+
+        base = baseline_terms(self.baseline, structures, forces=forces is not None)
+        energies = energies - base["energy"]
+        h = hashlib.sha1(energies.tobytes())
+        if forces is not None:
+            forces = forces - base["forces"]
+            h.update(forces.tobytes())
+        if stress is not None and len(stress[0]):
+            index, virial = stress
+            sub = baseline_terms(self.baseline, [structures[k] for k in index], forces=False, virial=True)
+            stress = (index, virial - sub["virial"])
+            h.update(stress[1].tobytes())
+        return energies, forces, stress, h.hexdigest()
 
     def _progress(self, total):
         if not self.verbose:
@@ -271,14 +340,14 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         w = row_scale[:, None]
         return np.linalg.lstsq(counts * w, energies * row_scale, rcond=None)[0]
 
-    def _solve(self, system, key, e0, gamma, energy_weight, force_weight, joint):
+    def _solve(self, system, key, e0, gamma, energy_weight, force_weight, joint, stress_weight=0.0, cache=True):
         """Coefficients (features, then E0 corrections if ``joint``); sets alpha_, scale_, posterior."""
         use_design = system.XF is not None or system.mF == 0
         self.spectrum_ = None
         self._posterior = None
         big = not use_design and system.n_features > self.eigen_limit
         if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")):
-            G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint)
+            G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint, stress_weight)
             scale = column_scale(np.sqrt(np.maximum(np.diag(G), 0.0)), gamma, self.standardize)
             for i0 in range(0, len(scale), 1024):
                 G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
@@ -303,11 +372,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             self.alpha_ = lam
             return gs.ridge(lam) / scale
         skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, self.prior_order, joint,
-                self.standardize)
-        cached = SPECTRUM_CACHE.get(skey) if self.cache else None
+                stress_weight, self.standardize)
+        cache = cache and self.cache
+        cached = SPECTRUM_CACHE.get(skey) if cache else None
         if cached is None:
-            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint, self.standardize)
-            if self.cache:
+            cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint, stress_weight,
+                                    self.standardize)
+            if cache:
                 SPECTRUM_CACHE.put(skey, cached)
         spec, scale = cached
         self.scale_ = scale
@@ -393,14 +464,27 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.folded_ = fold_coefficients(self.descriptor_.compiled_, self.coef_)
 
     # --------------------------------------------------------- prediction
-    def _evaluate(self, structures, forces=True, stress=False):
-        """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress."""
+    def _evaluate(self, structures, forces=True, stress=False, _raw=False):
+        """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress.
+
+        Inputs above ``skace.chunked.LARGE_ATOMS`` atoms in all are evaluated
+        in groups of structures and large structures in chunks of atoms
+        (bounded memory); ``_raw``: one batch, no baseline.
+        """
         check_is_fitted(self, "coef_")
         if getattr(self, "device", "cpu") == "cuda":  # models pickled before it existed lack it
             from .gpu import evaluate
 
             _check_device(self.device, "ACERegressor")
-            return evaluate(self, structures, forces, stress)
+            out = evaluate(self, structures, forces, stress)
+            if not _raw and getattr(self, "baseline", None) is not None:
+                self._add_baseline(structures, out, forces, stress)
+            return out
+        if not _raw and sum(len(a) for a in structures) > _chunked.LARGE_ATOMS:
+            out = _chunked.evaluate_mixed(self, structures, forces, stress)
+            if getattr(self, "baseline", None) is not None:
+                self._add_baseline(structures, out, forces, stress)
+            return out
         d = self.descriptor_
         with numba_threads(self.n_jobs):
             batch = d._batch(structures)
@@ -429,17 +513,43 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             np.add.at(virial, structure_of_pair, f_pair[:, :, None] * batch.D[:, None, :])
             out["virial"] = 0.5 * (virial + virial.transpose(0, 2, 1))  # dE/d(strain)
         out["batch"] = batch
+        if not _raw and getattr(self, "baseline", None) is not None:
+            self._add_baseline(structures, out, forces, stress)
         return out
 
+    def _add_baseline(self, structures, out, forces, stress):
+        """Add the baseline's energies, forces and virials to the results of :meth:`_evaluate`."""
+        from ase.stress import voigt_6_to_full_3x3_stress
+
+        base = baseline_terms(self.baseline, structures, forces=forces, virial=stress)
+        if base["energies"] is not None:
+            out["energies"] = out["energies"] + base["energies"]
+        else:  # no per-atom energies: totals stay exact, per-atom energies become unavailable
+            out["energy_offset"] = base["energy"]
+        if forces:
+            out["forces"] = out["forces"] + base["forces"]
+        if stress:
+            out["virial"] = out["virial"] + voigt_6_to_full_3x3_stress(base["virial"])
+
+    @staticmethod
+    def _structure_energies(res):
+        """Total energy of each structure from the results of :meth:`_evaluate`."""
+        E = np.add.reduceat(res["energies"], res["batch"].structure_start[:-1])
+        return E + res["energy_offset"] if "energy_offset" in res else E
+
     def predict_atomic_energies(self, X):
-        """Per-atom energies ``E0[Z_i] + c @ B_i`` (eV), atoms in input order.
+        """Per-atom energies ``E0[Z_i] + c @ B_i`` (plus the baseline's) in eV, atoms in input order.
 
         Returns
         -------
         ndarray of shape (total atoms,)
         """
         check_is_fitted(self, "coef_")
-        return self._evaluate(as_structure_list(X), forces=False)["energies"]
+        res = self._evaluate(as_structure_list(X), forces=False)
+        if "energy_offset" in res:
+            raise ValueError(f"the baseline {type(self.baseline).__name__} gives no per-atom energies "
+                             "(its implemented_properties lack 'energies')")
+        return res["energies"]
 
     def predict(self, X, return_std=False):
         """Total energies (eV).
@@ -458,7 +568,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         structures = as_structure_list(X)
         res = self._evaluate(structures, forces=False)
-        E = np.add.reduceat(res["energies"], res["batch"].structure_start[:-1])
+        E = self._structure_energies(res)
         if not return_std:
             return E
         return E, self._energy_std(structures)
@@ -510,10 +620,15 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self, "coef_")
         res = self._evaluate(as_structure_list(X), forces=True)
-        return np.add.reduceat(res["energies"], res["batch"].structure_start[:-1]), res["forces"]
+        return self._structure_energies(res), res["forces"]
 
     def predict_stress(self, X):
-        """Stress (eV/Å^3, Voigt order xx yy zz yz xz xy) of periodic structures.
+        """Stress (eV/Å^3, ASE's sign, Voigt order xx yy zz yz xz xy): virial / cell volume.
+
+        The virial is the derivative of the energy with respect to a
+        homogeneous strain of positions and cell, defined for any structure;
+        dividing by the volume needs a cell spanning three dimensions (periodic
+        along all, some or none of them).
 
         Returns
         -------
@@ -521,11 +636,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self, "coef_")
         structures = as_structure_list(X)
-        for k, atoms in enumerate(structures):
-            if not atoms.pbc.all():
-                raise ValueError(f"stress of X[{k}] needs a cell periodic in all three directions")
+        volumes = np.array([abs(float(np.linalg.det(a.cell.array))) for a in structures])
+        for k, v in enumerate(volumes):
+            if not v > 1e-9:
+                raise ValueError(f"stress of X[{k}] needs a cell of non-zero volume (stress = virial / volume)")
         virial = self._evaluate(structures, forces=False, stress=True)["virial"]
-        volumes = np.array([a.get_volume() for a in structures])
         return full_3x3_to_voigt_6_stress(virial / volumes[:, None, None])
 
     def score(self, X, y=None):
@@ -544,6 +659,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         state = self.__dict__.copy()
         state.pop("spectrum_", None)
         return state
+
+    def __setstate__(self, state):
+        # models pickled before these parameters existed get their defaults
+        for name, default in (("stress_key", "stress"), ("stress_weight", 1.0), ("baseline", None),
+                              ("n_blocks", None)):
+            state.setdefault(name, default)
+        super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

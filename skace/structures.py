@@ -24,13 +24,69 @@ Batch = namedtuple(
 )
 
 
+def read_database(path, selection=None):
+    """The structures of an ASE database (any format ``ase.db`` reads), in row order.
+
+    Each row becomes an ``ase.Atoms`` with the row's stored energy, forces and
+    stress on a single-point calculator (where :class:`skace.ACERegressor`
+    reads them by default) and the row's key-value pairs in ``atoms.info``
+    (so ``weight``, custom energy keys, ... work as for any other input).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    selection : optional
+        An ``ase.db`` selection (for example ``"Cu>0"`` or ``"config=bulk"``).
+
+    Returns
+    -------
+    list of ase.Atoms
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import ase.db
+    >>> from ase.build import bulk
+    >>> from ase.calculators.emt import EMT
+    >>> from skace.structures import read_database
+    >>> path = os.path.join(tempfile.mkdtemp(), "cu.db")
+    >>> cu = bulk("Cu", cubic=True)
+    >>> cu.calc = EMT()
+    >>> _ = cu.get_forces()
+    >>> with ase.db.connect(path) as db:
+    ...     _ = db.write(cu, config="bulk")
+    >>> atoms = read_database(path)[0]
+    >>> atoms.info["config"], atoms.get_forces().shape
+    ('bulk', (4, 3))
+    """
+    import os
+
+    import ase.db
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no ASE database at {os.fspath(path)!r}")
+    out = []
+    with ase.db.connect(path) as db:
+        for row in db.select(selection):
+            atoms = row.toatoms()
+            atoms.info.update(row.key_value_pairs)
+            out.append(atoms)
+    return out
+
+
 def as_structure_list(X, name="X"):
     """Check that ``X`` is a non-empty sequence of ``ase.Atoms`` and return it as a list.
 
-    A single ``Atoms`` object is accepted as a list of one.
+    A single ``Atoms`` object is accepted as a list of one; any iterable
+    (a generator, for example) is read once; a ``str`` or path is read as an
+    ASE database (:func:`read_database`).
     """
+    import os
+
     if isinstance(X, Atoms):
         return [X]
+    if isinstance(X, (str, os.PathLike)):
+        X = read_database(X)
     if X is None:
         raise ValueError(f"empty input: {name} is None; pass a list of ase.Atoms")
     try:
@@ -60,17 +116,23 @@ def as_structure_list(X, name="X"):
 
 
 def species_indices(structures, elements, name="X"):
-    """Element index of every atom (concatenated), with a clear error for unknown elements."""
-    lookup = {s: k for k, s in enumerate(elements)}
+    """Element index of every atom (concatenated), with a clear error for unknown elements.
+
+    Vectorised over atoms: a lookup table from atomic number to element index.
+    """
+    from ase.data import atomic_numbers, chemical_symbols
+
+    table = np.full(len(chemical_symbols), -1, dtype=np.int64)
+    for k, s in enumerate(elements):
+        if s in atomic_numbers:
+            table[atomic_numbers[s]] = k
     out = []
     for k, atoms in enumerate(structures):
-        symbols = atoms.get_chemical_symbols()
-        try:
-            out.append(np.fromiter((lookup[s] for s in symbols), dtype=np.int64, count=len(symbols)))
-        except KeyError as err:
-            raise ValueError(
-                f"unknown element {err.args[0]!r} in {name}[{k}]; the model knows {list(elements)}"
-            ) from None
+        idx = table[atoms.numbers]
+        if idx.size and idx.min() < 0:
+            bad = chemical_symbols[int(atoms.numbers[np.flatnonzero(idx < 0)[0]])]
+            raise ValueError(f"unknown element {bad!r} in {name}[{k}]; the model knows {list(elements)}")
+        out.append(idx)
     return np.concatenate(out)
 
 
@@ -101,7 +163,10 @@ def build_batch(structures, elements, cutoff, name="X"):
             parts.append((k, first[a0:a1 + 1] - p0, j[p0:p1] + shift, D[p0:p1], close[a0:a1]))
     for k in np.flatnonzero(~small):
         atoms = structures[k]
-        first, j, D, close = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+        try:
+            first, j, D, close = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+        except ValueError as err:
+            raise ValueError(f"{name}[{k}]: {err}") from None
         parts.append((k, first, j + structure_start[k], D, close))
     parts.sort(key=lambda part: part[0])
     firsts, nbrs, Ds = [], [], []

@@ -265,3 +265,26 @@ def test_explain_prints_groups_and_plots(fitted, tmp_path, capsys):
     assert plot.stat().st_size > 0
     code = main(["explain", str(fitted[0]), "sample-test", "--by", "colour"])
     assert code == 2 and "unknown --by" in capsys.readouterr().err
+
+
+def test_fit_emt_extxyz_with_stress_and_repulsion(tmp_path, capsys):
+    """Periodic data with stresses (as ase writes them) and the repulsive baseline option."""
+    from skace.baselines import PairRepulsion
+    from skace.datasets import make_emt_dataset
+
+    data = tmp_path / "emt.xyz"
+    frames = []
+    for a in make_emt_dataset(n_structures=8, size=1, random_state=0):
+        b = Atoms(a.numbers, a.positions, cell=a.cell, pbc=True)
+        b.calc = SinglePointCalculator(b, energy=a.info["energy"], forces=a.arrays["forces"],
+                                       stress=a.info["stress"])
+        frames.append(b)
+    ase.io.write(data, frames, format="extxyz")
+    out_path = tmp_path / "m.skace"
+    code = main(["fit", str(data), "--max-degree", "4", "--correlation-order", "2", "--cutoff", "4",
+                 "--solver", "ridge", "--alpha", "1e-4", "--stress-weight", "3", "--repulsion", "-q",
+                 "-o", str(out_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    model = skace.load(out_path)
+    assert model.stress_weight == 3.0 and isinstance(model.baseline, PairRepulsion)

@@ -256,3 +256,35 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_model_file_error_is_value_error():
     assert issubclass(ModelFileError, ValueError)
+
+
+def _write_with_payload(path, payload):
+    header = {"format": skace.io.FORMAT_VERSION, "skace": "9.9.9", "class": "ACERegressor", "size": len(payload),
+              "sha256": hashlib.sha256(payload).hexdigest()}
+    path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
+
+
+def test_intact_file_that_cannot_be_rebuilt(tmp_path):
+    """A checksum-valid payload this installation cannot unpickle (a class from another
+    version or a missing package; plain garbage) is a ModelFileError naming the writer."""
+    path = tmp_path / "other.skace"
+    # a pickle referring to a class that does not exist here
+    _write_with_payload(path, pickle.dumps(object).replace(b"builtins", b"skace_xx").replace(b"object", b"Nope__"))
+    with pytest.raises(ModelFileError, match=r"cannot be rebuilt.*skace 9\.9\.9"):
+        skace.load(path)
+    _write_with_payload(path, b"\x80\x05not a pickle at all")
+    with pytest.raises(ModelFileError, match="cannot be rebuilt"):
+        skace.load(path)
+
+
+def test_model_pickled_before_new_parameters(model, tmp_path):
+    """Models saved before stress_weight / stress_key / baseline existed load with their defaults."""
+    state = model.__getstate__()
+    for name in ("stress_weight", "stress_key", "baseline"):
+        state.pop(name)
+    old = ACERegressor.__new__(ACERegressor)
+    old.__setstate__(state)
+    params = old.get_params()
+    assert params["stress_weight"] == 1.0 and params["baseline"] is None and params["stress_key"] == "stress"
+    X = load_sample("test", n=2)
+    np.testing.assert_array_equal(old.predict(X), model.predict(X))

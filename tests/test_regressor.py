@@ -520,13 +520,16 @@ def test_stress_is_strain_derivative(mixed_model):
     np.testing.assert_allclose(stress[0], voigt, rtol=0, atol=1e-6 * max(np.abs(voigt).max(), 1e-3))
 
 
-def test_stress_needs_periodic_cell(mixed_model):
+def test_stress_needs_cell_volume(mixed_model):
+    """Stress = virial / volume: any cell of non-zero volume (mixed periodicity included)."""
     mol, cell = molecule_and_cell()
+    with pytest.raises(ValueError, match="volume"):
+        mixed_model.predict_stress([cell, mol])
     slab = cell.copy()
     slab.pbc = [True, True, False]
-    for bad in (mol, slab):
-        with pytest.raises(ValueError, match="periodic"):
-            mixed_model.predict_stress([cell, bad])
+    voigt, _ = numerical_stress(mixed_model, slab)
+    np.testing.assert_allclose(mixed_model.predict_stress([slab])[0], voigt, rtol=0,
+                               atol=1e-6 * max(np.abs(voigt).max(), 1e-3))
 
 
 def test_energy_forces_and_atomic_energies_consistent(mixed_model, cho_truth):

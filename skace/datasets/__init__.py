@@ -14,6 +14,8 @@ import numpy as np
 from ase import Atoms
 from ase.units import kcal, mol
 
+from ._emt import make_emt_dataset  # noqa: F401
+
 #: 1 kcal/mol in eV.
 KCAL_PER_MOL = kcal / mol
 

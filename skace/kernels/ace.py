@@ -85,8 +85,13 @@ def features_from_products(A, AA, indptr, parent, last, vals, row_lo, row_hi, ou
 @njit(cache=True, fastmath=True)
 def atom_feature_gradient(i, i_local, first, nbr, nbr_local, D, species, n_elements, A, AA, R, dR, Y, dY,
                           nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, indptr, parent,
-                          last, vals, row_lo, row_hi, dAA, acc, grad):
+                          last, vals, row_lo, row_hi, dAA, acc, grad, with_virial, vir):
     """Add ``dB_i / dr`` of atom ``i`` into ``grad[row, 3 j + d]`` for rows ``row_lo:row_hi``.
+
+    With ``with_virial``, also add the atom's share of the per-feature virial
+    ``sum_j sym(dB_i/dr_ij (x) r_ij)`` into ``vir[row, :]`` in Voigt order
+    (xx, yy, zz, yz, xz, xy): the derivative of ``B_i`` with respect to a
+    homogeneous strain of the structure.
 
     Forward mode with all neighbours carried at once: ``dAA[k, 3 q + d]`` is
     the derivative of stored product ``k`` with respect to coordinate ``d`` of
@@ -147,6 +152,18 @@ def atom_feature_gradient(i, i_local, first, nbr, nbr_local, D, species, n_eleme
         g[3 * i_local] -= s0
         g[3 * i_local + 1] -= s1
         g[3 * i_local + 2] -= s2
+        if with_virial:
+            v = vir[rr]
+            for q in range(n_q):
+                p = p0 + q
+                ax, ay, az = acc[3 * q], acc[3 * q + 1], acc[3 * q + 2]
+                dx, dy, dz = D[p, 0], D[p, 1], D[p, 2]
+                v[0] += ax * dx
+                v[1] += ay * dy
+                v[2] += az * dz
+                v[3] += 0.5 * (ay * dz + az * dy)
+                v[4] += 0.5 * (ax * dz + az * dx)
+                v[5] += 0.5 * (ax * dy + ay * dx)
 
 
 @njit(cache=True, inline="always", fastmath=True)
@@ -230,15 +247,36 @@ def compute_features(first, nbr, D, species, family, params, n_radial, l_max, nl
             features_from_products(A, AA, indptr, parent, last, vals, row_start[e], row_start[e + 1], out[i])
 
 
-@njit(cache=True, parallel=True)
 def compute_feature_gradients(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
                               nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
                               indptr, parent, last, vals, max_pairs, n_chunks, out):
     """``out[j, :, rows] = d(sum_i B_i) / dr_j`` for structures of the batch (parallel over structures).
 
     ``out`` has shape (n_atoms, 3, n_feature_rows); ``structure_start`` gives
-    the first atom of each structure (CSR). Each structure is accumulated in a
-    thread-local (rows, 3 * atoms) buffer, then transposed into ``out``.
+    the first atom of each structure (CSR). See
+    :func:`compute_feature_gradients_virial`, which this calls without virial.
+    """
+    compute_feature_gradients_virial(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
+                                     nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
+                                     indptr, parent, last, vals, max_pairs, n_chunks, out, False,
+                                     np.zeros((0, 6, out.shape[2])))
+
+
+@njit(cache=True, parallel=True)
+def compute_feature_gradients_virial(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
+                                     nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
+                                     indptr, parent, last, vals, max_pairs, n_chunks, out, with_virial,
+                                     vir_out):
+    """Feature gradients and, with ``with_virial``, per-feature virials (parallel over structures).
+
+    ``out[j, :, rows] = d(sum_i B_i) / dr_j`` has shape (n_atoms, 3,
+    n_feature_rows); ``structure_start`` gives the first atom of each
+    structure (CSR). Each structure is accumulated in a thread-local
+    (rows, 3 * atoms) buffer, then transposed into ``out``. ``vir_out[s, v,
+    rows]`` (shape (n_structures, 6, n_feature_rows)) receives
+    ``sum_pairs sym(dB/dr_ij (x) r_ij)`` of structure ``s`` in Voigt order
+    (xx, yy, zz, yz, xz, xy): the strain derivative of its summed features,
+    so that ``virial = vir_out[s] @ c`` and ASE's stress is ``virial / volume``.
     """
     prefac = harmonic_prefactors(l_max)
     n_struct = structure_start.shape[0] - 1
@@ -256,12 +294,14 @@ def compute_feature_gradients(structure_start, first, nbr, D, species, family, p
         dAA = np.empty((n_AA + 1, 3 * max_pairs))
         acc = np.empty(3 * max_pairs)
         grad_buffer = np.empty((n_rows, 3 * max_atoms))
+        vir = np.zeros((n_rows if with_virial else 0, 6))
         s_lo, s_hi = _chunk_bounds(n_struct, n_chunks, c)
         for s in range(s_lo, s_hi):
             s0 = structure_start[s]
             n_s = structure_start[s + 1] - s0
             grad = grad_buffer[:, :3 * n_s]
             grad[:] = 0.0
+            vir[:] = 0.0
             for i in range(s0, s0 + n_s):
                 atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
                             nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
@@ -270,11 +310,15 @@ def compute_feature_gradients(structure_start, first, nbr, D, species, family, p
                 atom_feature_gradient(i, i - s0, first, nbr, nbr_local, D, species, row_start.shape[0] - 1, A,
                                       AA, R, dR, Y, dY, nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent,
                                       tree_last, indptr, parent, last, vals, row_start[ei], row_start[ei + 1],
-                                      dAA, acc, grad)
+                                      dAA, acc, grad, with_virial, vir)
             for j in range(n_s):
                 for d in range(3):
                     for r in range(n_rows):
                         out[s0 + j, d, r] = grad[r, 3 * j + d]
+            if with_virial:
+                for v in range(6):
+                    for r in range(n_rows):
+                        vir_out[s, v, r] = vir[r, v]
 
 
 @njit(cache=True, parallel=True)
@@ -315,3 +359,44 @@ def sum_rows_by_group(values, group_start, row_offset, row_width, out):
             off = row_offset[i]
             for k in range(row_width[i]):
                 out[g, off + k] += values[i, k]
+
+
+@njit(cache=True, parallel=True)
+def compute_energies_forces_range(lo, hi, first, nbr, D, species, family, params, n_radial, l_max, nl_n, nl_l,
+                                  nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent, w_last,
+                                  w_val, max_pairs, n_chunks, with_forces, energies, f_pair):
+    """:func:`compute_energies_forces` for the atoms ``lo:hi`` only (parallel over them).
+
+    ``first[lo:hi + 1]`` indexes this range's pairs in ``nbr``, ``D`` and
+    ``f_pair`` (it may start at 0); ``species`` and ``nbr`` are global, so a
+    large structure is evaluated chunk by chunk with pair arrays the size of
+    one chunk.
+    """
+    prefac = harmonic_prefactors(l_max)
+    n_AA = n_A + tree_parent.shape[0]
+    for c in prange(n_chunks):
+        c_lo, c_hi = _chunk_bounds(hi - lo, n_chunks, c)
+        A, AA, R, dR, Y, dY = _environment_buffers(n_A, n_AA, max_pairs, n_radial, l_max)
+        gAA = np.empty(n_AA + 1)
+        for i in range(lo + c_lo, lo + c_hi):
+            atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
+                        nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
+            products_forward(A, AA, tree_parent, tree_last, n_A)
+            e = species[i]
+            energies[i] = atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_n, nl_l,
+                                              nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr[e],
+                                              w_indptr[e + 1], w_parent, w_last, w_val, with_forces, f_pair)
+
+
+@njit(cache=True)
+def scatter_pair_forces(lo, hi, first, nbr, D, f_pair, forces, virial):
+    """``F_i += sum_j dE_i/dr_ij``, ``F_j -= dE_i/dr_ij`` and ``virial += dE_i/dr_ij (x) r_ij`` over
+    the pairs of atoms ``lo:hi`` (serial: neighbours of different atoms may coincide)."""
+    for i in range(lo, hi):
+        for p in range(first[i], first[i + 1]):
+            j = nbr[p]
+            for a in range(3):
+                forces[i, a] += f_pair[p, a]
+                forces[j, a] -= f_pair[p, a]
+                for b in range(3):
+                    virial[a, b] += f_pair[p, a] * D[p, b]

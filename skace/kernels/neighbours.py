@@ -82,12 +82,16 @@ def _bin_coords(b, n_bins):
 
 
 @njit(cache=True, parallel=True)
-def _scan(points, origin, n_atoms, cutoff, n_bins, bin_of, start, order, fill_mode, first, j_out, D_out, too_close):
-    """Count (``fill_mode`` False) or write (True) the pairs of every atom."""
+def _scan(points, origin, lo, hi, cutoff, n_bins, bin_of, start, order, fill_mode, first, j_out, D_out, too_close):
+    """Count (``fill_mode`` False) or write (True) the pairs of atoms ``lo:hi``.
+
+    ``first`` and ``too_close`` are indexed from ``lo`` (``first[i - lo]``).
+    """
     rc2 = cutoff * cutoff
-    for i in prange(n_atoms):
+    for t in prange(hi - lo):
+        i = lo + t
         c0, c1, c2 = _bin_coords(bin_of[i], n_bins)
-        k = first[i] if fill_mode else 0
+        k = first[t] if fill_mode else 0
         count = 0
         for a in range(max(c0 - 1, 0), min(c0 + 2, n_bins[0])):
             for b in range(max(c1 - 1, 0), min(c1 + 2, n_bins[1])):
@@ -104,7 +108,7 @@ def _scan(points, origin, n_atoms, cutoff, n_bins, bin_of, start, order, fill_mo
                         if d2 >= rc2:
                             continue
                         if d2 < 1e-16:
-                            too_close[i] = True
+                            too_close[t] = True
                         if fill_mode:
                             j_out[k] = origin[p]
                             D_out[k, 0] = dx
@@ -113,7 +117,80 @@ def _scan(points, origin, n_atoms, cutoff, n_bins, bin_of, start, order, fill_mo
                             k += 1
                         count += 1
         if not fill_mode:
-            first[i + 1] = count
+            first[t + 1] = count
+
+
+#: Largest number of periodic images (ghost atoms) a neighbour list may create.
+MAX_IMAGES = 5e7
+
+
+class CellGrid:
+    """Wrapped atoms, their periodic images and a bin grid, for neighbour lists of atom ranges.
+
+    Memory is linear in the number of atoms (plus images in a one-cutoff
+    shell); :meth:`pairs` then lists the pairs of any range of atoms, so a
+    large structure can be processed in chunks without ever holding all of
+    its pairs.
+
+    Parameters
+    ----------
+    positions, cell, pbc, cutoff
+        As for :func:`neighbour_list`.
+    """
+
+    def __init__(self, positions, cell, pbc, cutoff):
+        from ase.geometry import complete_cell
+
+        positions = np.ascontiguousarray(positions, dtype=np.float64)
+        N = positions.shape[0]
+        pbc = np.asarray(pbc, dtype=bool)
+        self.n_atoms = N
+        self.cutoff = float(cutoff)
+        if pbc.any():
+            cell = complete_cell(np.asarray(cell, dtype=np.float64))
+            inv = np.linalg.inv(cell)
+            frac = positions @ inv
+            shift = np.where(pbc, np.floor(frac), 0.0)  # wrap into the cell along periodic axes
+            frac = np.where(pbc, frac - shift, 0.5)  # non-periodic axes: never clipped, never imaged
+            spacing = 1.0 / np.linalg.norm(inv, axis=0)  # distance between lattice planes
+            pad = np.where(pbc, cutoff / spacing, 0.0)
+            n_images = np.where(pbc, np.ceil(pad) + 1, 0).astype(np.int64)
+            expected = N * (np.prod(1.0 + 2.0 * pad) - 1.0)  # images in the padding, about
+            if not expected <= MAX_IMAGES:
+                raise ValueError(
+                    f"the cell is too small for the cutoff: about {expected:.3g} periodic images lie within "
+                    f"{cutoff} Å of it (the limit is {MAX_IMAGES:.0e}); check the cell's units and size"
+                )
+            cell = np.ascontiguousarray(cell)
+            n_ghosts = _images(frac, n_images, pad, cell, np.empty((0, 3)), np.empty(0, np.int64), False)
+            points = np.empty((N + n_ghosts, 3))
+            points[:N] = positions - shift @ cell
+            origin = np.empty(N + n_ghosts, dtype=np.int64)
+            origin[:N] = np.arange(N)
+            _images(frac, n_images, pad, cell, points, origin, True)
+        else:
+            points = positions
+            origin = np.arange(N, dtype=np.int64)
+        self.points, self.origin = points, origin
+        if N:
+            max_bins = max(8 * points.shape[0], 27)
+            self.n_bins, self.bin_of, self.start, self.order = _bin_points(points, self.cutoff, max_bins)
+
+    def pairs(self, lo=0, hi=None):
+        """``(first, j, D, overlapping)`` of atoms ``lo:hi`` (CSR from 0; ``j`` global atom indices)."""
+        hi = self.n_atoms if hi is None else hi
+        n = hi - lo
+        first = np.zeros(n + 1, dtype=np.int64)
+        too_close = np.zeros(n, dtype=np.bool_)
+        if n <= 0:
+            return first, np.zeros(0, np.int64), np.zeros((0, 3)), too_close
+        args = (self.points, self.origin, lo, hi, self.cutoff, self.n_bins, self.bin_of, self.start, self.order)
+        _scan(*args, False, first, np.zeros(0, np.int64), np.zeros((0, 3)), too_close)
+        first = np.cumsum(first)
+        j = np.empty(first[-1], dtype=np.int64)
+        D = np.empty((first[-1], 3))
+        _scan(*args, True, first, j, D, too_close)
+        return first, j, D, too_close
 
 
 def neighbour_list(positions, cell, pbc, cutoff):
@@ -138,44 +215,7 @@ def neighbour_list(positions, cell, pbc, cutoff):
     overlapping : ndarray of bool, shape (N,)
         Atoms with another atom (or image of itself) at zero distance.
     """
-    from ase.geometry import complete_cell
-
-    positions = np.ascontiguousarray(positions, dtype=np.float64)
-    N = positions.shape[0]
-    pbc = np.asarray(pbc, dtype=bool)
-    if pbc.any():
-        cell = complete_cell(np.asarray(cell, dtype=np.float64))
-        inv = np.linalg.inv(cell)
-        frac = positions @ inv
-        shift = np.where(pbc, np.floor(frac), 0.0)  # wrap into the cell along periodic axes
-        frac = np.where(pbc, frac - shift, 0.5)  # non-periodic axes: never clipped, never imaged
-        spacing = 1.0 / np.linalg.norm(inv, axis=0)  # distance between lattice planes
-        pad = np.where(pbc, cutoff / spacing, 0.0)
-        n_images = np.where(pbc, np.ceil(pad) + 1, 0).astype(np.int64)
-        cell = np.ascontiguousarray(cell)
-        n_ghosts = _images(frac, n_images, pad, cell, np.empty((0, 3)), np.empty(0, np.int64), False)
-        points = np.empty((N + n_ghosts, 3))
-        points[:N] = positions - shift @ cell
-        origin = np.empty(N + n_ghosts, dtype=np.int64)
-        origin[:N] = np.arange(N)
-        _images(frac, n_images, pad, cell, points, origin, True)
-    else:
-        points = positions
-        origin = np.arange(N, dtype=np.int64)
-    first = np.zeros(N + 1, dtype=np.int64)
-    too_close = np.zeros(N, dtype=np.bool_)
-    if N == 0:
-        return first, np.zeros(0, np.int64), np.zeros((0, 3)), too_close
-    max_bins = max(8 * points.shape[0], 27)
-    n_bins, bin_of, start, order = _bin_points(points, float(cutoff), max_bins)
-    dummy_j = np.zeros(0, np.int64)
-    dummy_D = np.zeros((0, 3))
-    _scan(points, origin, N, float(cutoff), n_bins, bin_of, start, order, False, first, dummy_j, dummy_D, too_close)
-    first = np.cumsum(first)
-    j = np.empty(first[-1], dtype=np.int64)
-    D = np.empty((first[-1], 3))
-    _scan(points, origin, N, float(cutoff), n_bins, bin_of, start, order, True, first, j, D, too_close)
-    return first, j, D, too_close
+    return CellGrid(positions, cell, pbc, cutoff).pairs()
 
 
 @njit(cache=True, parallel=True)
