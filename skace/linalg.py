@@ -105,8 +105,25 @@ class Spectrum:
         return self.m * self.residual(alpha) / max(self.m - self.dof(alpha), 1e-12) ** 2
 
     # ---- Bayesian ridge --------------------------------------------------
-    def evidence_ridge(self, alpha0=None, beta0=None, max_iter=300, tol=1e-8):
-        """MacKay's fixed point for prior precision ``alpha`` and noise precision ``beta``.
+    def log_evidence_profiled(self, lam):
+        """Log evidence at ``alpha / beta = lam`` with the noise precision ``beta``
+        profiled out; returns ``(value, beta)``. ``M = RSS + lam |c|^2 = |y|^2 - sum p^2 / (s^2 + lam)``
+        and ``beta = m / M``; the null directions count ``(n - r) log lam`` in ``log|lam I + X^T X|``."""
+        misfit = max(self.yy - float(np.sum(self.p**2 / (self.lam + lam))), 1e-300)
+        logdet = float(np.sum(np.log(self.lam + lam))) + (self.n - self.lam.size) * np.log(lam)
+        value = 0.5 * (self.n * np.log(lam) - self.m * np.log(misfit) - logdet
+                       + self.m * (np.log(self.m) - 1.0 - np.log(2 * np.pi)))
+        return value, self.m / misfit
+
+    def evidence_ridge(self, lo=-16.0, hi=2.0, step=0.25):
+        """Prior precision ``alpha`` and noise precision ``beta`` maximising the evidence.
+
+        A scan of the profiled evidence over ``lam = alpha / beta = top * 10**t``
+        (``t`` from ``lo`` to ``hi``, ``top`` the largest ``s^2``), each point
+        costing O(rank), then a bounded scalar refinement around the best point.
+        MacKay's fixed-point iteration, used before, can run off to a degenerate
+        stationary point (``alpha`` to infinity: no model) on small data, far
+        from the maximum; a scan cannot.
 
         Returns
         -------
@@ -115,22 +132,19 @@ class Spectrum:
             mean is ``ridge(alpha / beta)``.
         log_evidence : float
         """
-        scale = self.yy / max(self.m, 1)
-        beta = 1.0 / max(scale, 1e-300) if beta0 is None else beta0
-        alpha = 1.0 if alpha0 is None else alpha0
-        for _ in range(max_iter):
-            lam = alpha / beta
-            c = self.ridge(lam)
-            gamma = self.dof(lam)
-            cc = float(c @ c)
-            rss = self.residual(lam)
-            new_alpha = gamma / max(cc, 1e-300)
-            new_beta = max(self.m - gamma, 1e-12) / max(rss, 1e-300)
-            done = abs(np.log(new_alpha / alpha)) < tol and abs(np.log(new_beta / beta)) < tol
-            alpha, beta = new_alpha, new_beta
-            if done:
-                break
-        return alpha, beta, self.log_evidence(alpha, beta)
+        from scipy.optimize import minimize_scalar
+
+        top = float(self.lam[0]) if self.lam.size and self.lam[0] > 0 else 1.0
+        f = lambda t: self.log_evidence_profiled(top * 10.0 ** t)[0]  # noqa: E731
+        ts = np.arange(lo, hi + step / 2, step)
+        values = np.array([f(t) for t in ts])
+        k = int(np.nanargmax(values))
+        a, b = ts[max(k - 1, 0)], ts[min(k + 1, len(ts) - 1)]
+        res = minimize_scalar(lambda t: -f(t), bounds=(a, b), method="bounded", options={"xatol": 1e-3})
+        t = res.x if -res.fun >= values[k] else ts[k]
+        lam = top * 10.0 ** t
+        value, beta = self.log_evidence_profiled(lam)
+        return lam * beta, beta, value
 
     def log_evidence(self, alpha, beta):
         """``log p(y | alpha, beta)`` of the Gaussian linear model."""

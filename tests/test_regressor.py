@@ -95,7 +95,7 @@ class Truth:
 
     def regressor(self, **kw):
         params = dict(descriptor=ACETransformer(**self.settings), solver="ridge", alpha=1e-12, prior="none",
-                      e0=dict(self.e0), design_limit=BIG)
+                      e0=dict(self.e0), design_limit=BIG, standardize=True)
         params.update(kw)
         return ACERegressor(**params)
 
@@ -194,12 +194,13 @@ def test_exact_recovery_cholesky_route(carbon_truth, cho_truth, periodic_truth, 
     truth.check_predictions(model, 1e-8, 1e-7)
 
 
+@pytest.mark.parametrize("standardize", [True, False])
 @pytest.mark.parametrize("scaling", ["sqrt_atoms", "atoms", "none"])
 @pytest.mark.parametrize("prior", ["algebraic", "exponential"])
-def test_exact_recovery_any_scaling_and_prior(cho_truth, scaling, prior):
-    """Row scalings and priors change the regularisation, not the noise-free minimiser."""
+def test_exact_recovery_any_scaling_and_prior(cho_truth, scaling, prior, standardize):
+    """Row scalings, priors and column scaling change the regularisation, not the noise-free minimiser."""
     model = cho_truth.regressor(energy_weight_scaling=scaling, prior=prior, prior_order=2.0,
-                                 alpha=1e-14).fit(cho_truth.train)
+                                 alpha=1e-14, standardize=standardize).fit(cho_truth.train)
     cho_truth.check_predictions(model, 1e-7, 1e-6)
 
 
@@ -274,15 +275,16 @@ def noisy_cho(cho_truth):
     return train
 
 
+@pytest.mark.parametrize("standardize", [True, False])
 @pytest.mark.parametrize("design_limit", [BIG, 0], ids=["design", "gram"])
 @pytest.mark.parametrize("prior", ["algebraic", "none"])
-def test_ridge_matches_normal_equations(noisy_cho, design_limit, prior):
+def test_ridge_matches_normal_equations(noisy_cho, design_limit, prior, standardize):
     alpha = 1e-3
     model = ACERegressor(ACETransformer(**KW), e0=dict(E0), solver="ridge", alpha=alpha, prior=prior, prior_order=2.0,
-                         design_limit=design_limit).fit(noisy_cho)
+                         design_limit=design_limit, standardize=standardize).fit(noisy_cho)
     X, y = weighted_design(model, noisy_cho)
     gamma = smoothness_prior(model.descriptor_.basis_.features, prior, 2.0)
-    np.testing.assert_allclose(model.scale_, gamma * np.linalg.norm(X, axis=0), rtol=1e-8)
+    np.testing.assert_allclose(model.scale_, gamma * np.linalg.norm(X, axis=0) if standardize else gamma, rtol=1e-8)
     S = np.diag(model.scale_**2)
     coef = np.linalg.solve(X.T @ X + alpha * S, X.T @ y)
     np.testing.assert_allclose(model.coef_, coef, rtol=0, atol=1e-6 * np.abs(coef).max())
@@ -692,9 +694,9 @@ def test_fit_with_y_is_energy_only(ethanol):
     train, test = ethanol
     y = energies_of(train)
     bare = [Atoms(a.numbers, a.positions) for a in train]  # no stored targets at all
-    m1 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-6).fit(bare, y)
-    m2 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-6, force_weight=0.0).fit(train)
-    m3 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-6).fit(train)
+    m1 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-9).fit(bare, y)
+    m2 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-9, force_weight=0.0).fit(train)
+    m3 = ACERegressor(ACETransformer(**KW), solver="ridge", alpha=1e-9).fit(train)
     np.testing.assert_allclose(m1.coef_, m2.coef_, rtol=1e-9, atol=1e-12 * np.abs(m2.coef_).max())
     assert not np.allclose(m1.coef_, m3.coef_)
     assert m1.score(bare, y) > 0.99
