@@ -71,11 +71,16 @@ def available(folder):
 
 
 def make_model(settings):
-    """``ACERegressor()`` with its default descriptor made explicit, so ``descriptor__*`` settings apply."""
+    """``ACERegressor()`` with ``settings``; with ``descriptor__*`` settings, the default
+    descriptor is made explicit first (its degrees then stay at ``DEFAULT_DESCRIPTOR``'s
+    unless set)."""
     from skace import ACERegressor, ACETransformer
     from skace.regressor import DEFAULT_DESCRIPTOR
 
-    model = ACERegressor(ACETransformer(**DEFAULT_DESCRIPTOR))
+    if any(k.startswith("descriptor__") for k in settings):
+        model = ACERegressor(ACETransformer(**DEFAULT_DESCRIPTOR))
+    else:
+        model = ACERegressor()
     model.set_params(**settings)
     return model
 

@@ -65,6 +65,18 @@ def _error_table(rows):
     return "\n".join(lines)
 
 
+def _degrees(args, structures):
+    """``--max-degree``, or the default degrees for the data's elements (one per correlation order)."""
+    if args.max_degree is not None:
+        return args.max_degree
+    from . import ACETransformer
+    from .regressor import default_degrees
+
+    ladder = default_degrees(ACETransformer()._elements_of(structures))
+    nu = args.correlation_order
+    return (ladder + ladder[-1:] * nu)[:nu]
+
+
 def cmd_fit(args):
     from . import ACERegressor, ACETransformer, save
     from .baselines import PairRepulsion
@@ -76,7 +88,7 @@ def cmd_fit(args):
     if args.test or data in ("sample", "sample-train"):
         test = read_structures(args.test or "sample-test", args.energy_key, args.forces_key)
     descriptor = ACETransformer(
-        cutoff=args.cutoff, correlation_order=args.correlation_order, max_degree=args.max_degree,
+        cutoff=args.cutoff, correlation_order=args.correlation_order, max_degree=_degrees(args, train),
         radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads,
     )
     model = ACERegressor(
@@ -120,7 +132,7 @@ def cmd_features(args):
 
     structures = read_structures(args.data or "sample")
     t = ACETransformer(cutoff=args.cutoff, correlation_order=args.correlation_order,
-                       max_degree=args.max_degree, radial_basis=args.radial_basis, l_weight=args.l_weight,
+                       max_degree=_degrees(args, structures), radial_basis=args.radial_basis, l_weight=args.l_weight,
                        n_jobs=args.threads)
     t0 = time.perf_counter()
     B = t.fit_transform(structures)
@@ -257,12 +269,12 @@ def build_parser():
     from .regressor import DEFAULT_DESCRIPTOR as D
 
     def basis_options(p):
-        degrees = ",".join(f"{v:g}" for v in D["max_degree"])
         p.add_argument("--cutoff", type=float, default=D["cutoff"], help=f"cutoff radius in Å (default {D['cutoff']})")
         p.add_argument("--correlation-order", type=int, default=D["correlation_order"],
                        help=f"largest ν; body order ν+1 (default {D['correlation_order']})")
-        p.add_argument("--max-degree", type=_degree, default=D["max_degree"],
-                       help=f"total degree bound, one value or one per order (default {degrees})")
+        p.add_argument("--max-degree", type=_degree, default=None,
+                       help="total degree bound, one value or one per order (default: the largest that keeps "
+                            "the basis within 12000 functions for the data's elements, e.g. 16,12,10,7 for C, H, O)")
         p.add_argument("--l-weight", type=float, default=D["l_weight"],
                        help=f"weight of l in a factor's degree (default {D['l_weight']})")
         p.add_argument("--radial-basis", default=D["radial_basis"],

@@ -190,17 +190,19 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         _check_device(self.device)
-        structures = as_structure_list(X)
+        return self._build(self._elements_of(as_structure_list(X)))
+
+    def _elements_of(self, structures):
+        """The elements a fit on ``structures`` uses: ``elements``, or those found, by atomic number."""
         if self.elements is None:
             found = set()
             for atoms in structures:
                 found.update(atoms.get_chemical_symbols())
-            elements = sorted(found, key=lambda s: (atomic_numbers[s], s))
-        else:
-            elements = list(self.elements)
-            if len(set(elements)) != len(elements):
-                raise ValueError(f"elements contains duplicates: {elements}")
-        return self._build(elements)
+            return sorted(found, key=lambda s: (atomic_numbers[s], s))
+        elements = list(self.elements)
+        if len(set(elements)) != len(elements):
+            raise ValueError(f"elements contains duplicates: {elements}")
+        return elements
 
     def _build(self, elements):
         family_code(self.radial_basis)

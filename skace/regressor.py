@@ -23,11 +23,53 @@ from .structures import as_structure_list, species_indices
 
 SOLVERS = ("bayesian", "ridge", "gcv", "ard")
 
-#: The descriptor of ``ACERegressor()`` when none is given: chosen for small organic
-#: molecules by validation on rMD17 training splits only (ethanol: train on its first 500
-#: configurations, validate on the other 500; aspirin and ethanol at 50; benchmarks/tuning/).
+#: The descriptor of ``ACERegressor()`` when none is given, chosen for small organic
+#: molecules by validation on rMD17 training splits only (benchmarks/tuning/); its
+#: ``max_degree`` is the largest rung of :data:`DEFAULT_DEGREES` that the training
+#: data's elements afford (:func:`default_degrees`).
 DEFAULT_DESCRIPTOR = dict(cutoff=4.5, correlation_order=4, max_degree=[16, 12, 10, 7], radial_basis="bessel",
                           l_weight=1.0)
+
+#: Degree ladder of the default descriptor (one degree per correlation order), smallest first.
+DEFAULT_DEGREES = ([12, 9, 7, 5], [14, 10, 8, 6], [16, 12, 9, 7], [16, 12, 10, 7], [17, 13, 11, 8],
+                   [18, 14, 12, 8], [18, 15, 13, 9], [20, 16, 14, 10])
+
+#: Largest basis of the default descriptor: about what fits in minutes and a few GB on
+#: two cores (12000 functions: a 1.2 GB Gram matrix).
+DEFAULT_MAX_FEATURES = 12000
+
+
+def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
+    """The largest rung of :data:`DEFAULT_DEGREES` whose basis (with the other
+    :data:`DEFAULT_DESCRIPTOR` settings) has at most ``max_features`` functions for ``elements``.
+
+    The basis grows steeply with the number of elements, so one fixed degree is either
+    too small for hydrocarbons or too large for four elements: for C, H it is
+    [20, 16, 14, 10] (11424 functions), for C, H, O [16, 12, 10, 7] (10227), for
+    C, H, N, O [14, 10, 8, 6] (11652). In validation on naphthalene (train on 500
+    training configurations, validate on 500 others) degrees [18, 15, 13, 9] gave
+    8.6 meV/Å against 19.0 for [16, 12, 9, 7].
+
+    Examples
+    --------
+    >>> from skace.regressor import default_degrees
+    >>> default_degrees(["H", "C", "O"])
+    [16, 12, 10, 7]
+    """
+    from .maths.basis import ACEBasis
+
+    nu, lw = DEFAULT_DESCRIPTOR["correlation_order"], DEFAULT_DESCRIPTOR["l_weight"]
+    chosen = DEFAULT_DEGREES[0]
+    for degrees in DEFAULT_DEGREES[1:]:
+        if ACEBasis(list(elements), nu, list(degrees), lw, None).n_features > max_features:
+            break
+        chosen = degrees
+    return list(chosen)
+
+
+def default_descriptor(elements):
+    """``ACETransformer`` with :data:`DEFAULT_DESCRIPTOR` and :func:`default_degrees` for ``elements``."""
+    return ACETransformer(**{**DEFAULT_DESCRIPTOR, "max_degree": default_degrees(elements)})
 
 
 class ACERegressor(RegressorMixin, BaseEstimator):
@@ -39,9 +81,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     descriptor : ACETransformer, optional
-        The basis (cloned and fitted in ``fit``). None: ``ACETransformer(**DEFAULT_DESCRIPTOR)``,
-        Bessel radial functions, cutoff 4.5 Å, body order 5, degrees 16/12/10/7,
-        ``l_weight=1``, chosen by validation on rMD17 training splits.
+        The basis (cloned and fitted in ``fit``). None: :func:`default_descriptor`,
+        Bessel radial functions, cutoff 4.5 Å, body order 5, ``l_weight=1``, and
+        the largest degrees of a ladder that keep the basis within 12000
+        functions for the training data's elements (16/12/10/7 for C, H, O),
+        chosen by validation on rMD17 training splits.
     alpha : float, default=1e-6
         Regularisation strength ``alpha |Gamma c|^2`` for ``solver="ridge"``
         (the starting point for the other solvers).
@@ -253,7 +297,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         residual_hash = None
         if self.baseline is not None:
             energies, forces, stress, residual_hash = self._subtract_baseline(structures, energies, forces, stress)
-        descriptor = clone(self.descriptor if self.descriptor is not None else ACETransformer(**DEFAULT_DESCRIPTOR))
+        if self.descriptor is not None:
+            descriptor = clone(self.descriptor)
+        else:
+            descriptor = default_descriptor(ACETransformer(**DEFAULT_DESCRIPTOR)._elements_of(structures))
         if self.n_jobs is not None:
             descriptor.set_params(n_jobs=self.n_jobs)
         descriptor.fit(structures)

@@ -89,6 +89,10 @@ def fit_stream(model, X):
         raise ValueError(f"empty input: the database {os.fspath(X)!r} holds no structures")
     if len(set(elements)) != len(elements):
         raise ValueError(f"elements contains duplicates: {elements}")
+    if model.descriptor is None:  # the default descriptor's degrees depend on the elements
+        from .regressor import default_degrees
+
+        descriptor.set_params(max_degree=default_degrees(elements))
     descriptor._build(elements)
     stream = _database_rows(X) if path else iter(X)
 
