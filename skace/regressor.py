@@ -23,6 +23,10 @@ from .structures import as_structure_list, species_indices
 
 SOLVERS = ("bayesian", "ridge", "gcv", "ard")
 
+#: Largest posterior factor (bytes) pickled with a model; larger ones are dropped on saving,
+#: and ``predict(return_std=True)`` on the loaded model says so.
+POSTERIOR_SAVE_BYTES = 64 * 2**20
+
 #: The descriptor of ``ACERegressor()`` when none is given, chosen for small organic
 #: molecules by validation on rMD17 training splits only (benchmarks/tuning/); its
 #: ``max_degree`` is the largest rung of :data:`DEFAULT_DEGREES` that the training
@@ -625,6 +629,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     def _energy_std(self, structures):
         if self._posterior is None:
             raise ValueError(f"return_std needs solver='bayesian' or 'ard', not {self.solver!r}")
+        if self._posterior[0] == "dropped":
+            raise ValueError(f"return_std needs the posterior, which was not saved with this model "
+                             f"({self._posterior[1] / 2**20:.0f} MB, above POSTERIOR_SAVE_BYTES); "
+                             f"refit it to get uncertainties")
         kind, kept, L, null = self._posterior
         x = self.descriptor_.transform(structures)
         if self._joint_e0:  # E0 corrections are unknowns too: their columns are the element counts
@@ -704,15 +712,20 @@ class ACERegressor(RegressorMixin, BaseEstimator):
 
     def __getstate__(self):
         # the spectral decomposition (n_features^2 floats) only serves
-        # regularization_path on the fitted object; do not pickle it
+        # regularization_path on the fitted object; do not pickle it. The
+        # posterior factor is n_features^2 floats too (840 MB at 10^4
+        # functions): saved only while small, so model files stay small
         state = self.__dict__.copy()
         state.pop("spectrum_", None)
+        posterior = state.get("_posterior")
+        if posterior is not None and posterior[2].nbytes > POSTERIOR_SAVE_BYTES:
+            state["_posterior"] = ("dropped", posterior[2].nbytes)
         return state
 
     def __setstate__(self, state):
         # models pickled before these parameters existed get their defaults
         for name, default in (("stress_key", "stress"), ("stress_weight", 1.0), ("baseline", None),
-                              ("n_blocks", None)):
+                              ("n_blocks", None), ("standardize", True), ("device", "cpu")):
             state.setdefault(name, default)
         super().__setstate__(state)
 

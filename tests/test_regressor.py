@@ -900,3 +900,22 @@ def test_underdetermined_fit_uses_design_and_interior_evidence(ethanol):
     best = spec.log_evidence(a, beta)
     for f in (0.1, 10.0):
         assert spec.log_evidence(a * f, beta) < best
+
+
+def test_large_posterior_is_not_pickled(noisy_cho, monkeypatch):
+    """Model files stay small: a posterior above POSTERIOR_SAVE_BYTES is dropped on pickling,
+    predictions are unchanged, and return_std then says why it cannot answer."""
+    import skace.regressor as reg
+
+    model = ACERegressor(ACETransformer(**KW), solver="bayesian").fit(noisy_cho)
+    E, std = model.predict(noisy_cho[:3], return_std=True)
+    full_blob = pickle.dumps(model)
+    np.testing.assert_array_equal(pickle.loads(full_blob).predict(noisy_cho[:3], return_std=True)[1], std)
+    monkeypatch.setattr(reg, "POSTERIOR_SAVE_BYTES", 0)
+    blob = pickle.dumps(model)
+    assert len(blob) < len(full_blob) - model._posterior[2].nbytes // 2
+    loaded = pickle.loads(blob)
+    np.testing.assert_array_equal(loaded.predict(noisy_cho[:3]), E)
+    with pytest.raises(ValueError, match="not saved"):
+        loaded.predict(noisy_cho[:3], return_std=True)
+    np.testing.assert_array_equal(model.predict(noisy_cho[:3], return_std=True)[1], std)  # the fitted object keeps it
