@@ -29,7 +29,12 @@ import numpy as np
 from ase import units
 from ase.data import covalent_radii
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation
+
+try:  # ASE >= 3.29
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 
@@ -52,12 +57,12 @@ def run(atoms, calc, temperature, ps, timestep_fs, thermostat, seed, check_every
     atoms = atoms.copy()
     atoms.calc = calc
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
     Stationary(atoms)
     ZeroRotation(atoms)
     if thermostat == "langevin":
         dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temperature, friction=0.01 / units.fs,
-                       rng=rng)
+                       fixcm=False, rng=rng)
     else:
         dyn = VelocityVerlet(atoms, timestep_fs * units.fs)
     bond_list = bonds(atoms)
