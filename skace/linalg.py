@@ -123,7 +123,8 @@ class Spectrum:
         costing O(rank), then a bounded scalar refinement around the best point.
         MacKay's fixed-point iteration, used before, can run off to a degenerate
         stationary point (``alpha`` to infinity: no model) on small data, far
-        from the maximum; a scan cannot.
+        from the maximum; a scan cannot. An interior local maximum is preferred
+        to one at the lower end of the scan (interpolation of the data).
 
         Returns
         -------
@@ -138,7 +139,12 @@ class Spectrum:
         f = lambda t: self.log_evidence_profiled(top * 10.0 ** t)[0]  # noqa: E731
         ts = np.arange(lo, hi + step / 2, step)
         values = np.array([f(t) for t in ts])
-        k = int(np.nanargmax(values))
+        # the best interior local maximum: a fit that can interpolate its data has its largest
+        # evidence at vanishing regularisation (the scan's lower end), which generalises far worse
+        # than the interior maximum when there is one (rMD17 ethanol, 50 configurations: force
+        # MAE 66 against 45 meV/A)
+        inner = np.flatnonzero((values[1:-1] >= values[:-2]) & (values[1:-1] > values[2:])) + 1
+        k = int(inner[np.argmax(values[inner])]) if inner.size else int(np.nanargmax(values))
         a, b = ts[max(k - 1, 0)], ts[min(k + 1, len(ts) - 1)]
         res = minimize_scalar(lambda t: -f(t), bounds=(a, b), method="bounded", options={"xatol": 1e-3})
         t = res.x if -res.fun >= values[k] else ts[k]
