@@ -28,7 +28,7 @@ from collections import namedtuple
 import numpy as np
 
 from .kernels.harmonics import harmonic_prefactors
-from .kernels.neighbours import _bin_points, _images
+from .kernels.neighbours import CellGrid, _bin_points
 from .maths.radial import family_code
 from . import structures as _structures
 from .structures import Batch, species_indices
@@ -453,33 +453,14 @@ def device_neighbour_list(structures, elements, cutoff, name="X"):
 
 
 def _binned_points(atoms, cutoff):
-    """Wrapped atoms plus periodic ghosts, binned (as :func:`skace.kernels.neighbours.neighbour_list`)."""
-    from ase.geometry import complete_cell
-
-    positions = np.ascontiguousarray(atoms.positions, dtype=np.float64)
-    N = len(positions)
-    pbc = np.asarray(atoms.pbc, dtype=bool)
-    if pbc.any():
-        cell = complete_cell(np.asarray(atoms.cell.array, dtype=np.float64))
-        inv = np.linalg.inv(cell)
-        frac = positions @ inv
-        shift = np.where(pbc, np.floor(frac), 0.0)
-        frac = np.where(pbc, frac - shift, 0.5)
-        spacing = 1.0 / np.linalg.norm(inv, axis=0)
-        pad = np.where(pbc, cutoff / spacing, 0.0)
-        n_images = np.where(pbc, np.ceil(pad) + 1, 0).astype(np.int64)
-        cell = np.ascontiguousarray(cell)
-        n_ghosts = _images(frac, n_images, pad, cell, np.empty((0, 3)), np.empty(0, np.int64), False)
-        points = np.empty((N + n_ghosts, 3))
-        points[:N] = positions - shift @ cell
-        origin = np.empty(N + n_ghosts, dtype=np.int64)
-        origin[:N] = np.arange(N)
-        _images(frac, n_images, pad, cell, points, origin, True)
+    """Wrapped atoms plus periodic ghosts, binned: the CPU's :class:`skace.kernels.neighbours.CellGrid`
+    (linear in the atoms; it also refuses cells too small for the cutoff)."""
+    grid = CellGrid(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+    if grid.n_atoms:
+        n_bins, bin_of, start, order = grid.n_bins, grid.bin_of, grid.start, grid.order
     else:
-        points = positions
-        origin = np.arange(N, dtype=np.int64)
-    n_bins, bin_of, start, order = _bin_points(points, cutoff, max(8 * points.shape[0], 27))
-    return points, origin, n_bins.astype(np.int64), bin_of, start, order
+        n_bins, bin_of, start, order = _bin_points(grid.points, cutoff, 27)
+    return grid.points, grid.origin, n_bins.astype(np.int64), bin_of, start, order
 
 
 def _raise_on_overlap(overlap, structure_start, name):
