@@ -321,7 +321,7 @@ def compute_feature_gradients_virial(structure_start, first, nbr, D, species, fa
                         vir_out[s, v, r] = vir[r, v]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def compute_energies_forces(first, nbr, D, species, family, params, n_radial, l_max, nl_n, nl_l,
                             nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent, w_last,
                             w_val, max_pairs, n_chunks, with_forces, energies, f_pair):
@@ -331,21 +331,9 @@ def compute_energies_forces(first, nbr, D, species, family, params, n_radial, l_
     (:func:`skace.maths.basis.fold_coefficients`): for central element ``e``,
     entries ``w_indptr[e]:w_indptr[e + 1]`` of ``(w_parent, w_last, w_val)``.
     """
-    n_atoms = species.shape[0]
-    prefac = harmonic_prefactors(l_max)
-    n_AA = n_A + tree_parent.shape[0]
-    for c in prange(n_chunks):
-        lo, hi = _chunk_bounds(n_atoms, n_chunks, c)
-        A, AA, R, dR, Y, dY = _environment_buffers(n_A, n_AA, max_pairs, n_radial, l_max)
-        gAA = np.empty(n_AA + 1)
-        for i in range(lo, hi):
-            atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
-                        nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
-            products_forward(A, AA, tree_parent, tree_last, n_A)
-            e = species[i]
-            energies[i] = atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_n, nl_l,
-                                              nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr[e],
-                                              w_indptr[e + 1], w_parent, w_last, w_val, with_forces, f_pair)
+    compute_energies_forces_range(0, species.shape[0], first, nbr, D, species, family, params, n_radial, l_max,
+                                  nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent,
+                                  w_last, w_val, max_pairs, n_chunks, with_forces, energies, f_pair)
 
 
 @njit(cache=True, parallel=True)
