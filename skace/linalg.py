@@ -52,6 +52,46 @@ def symmetrize_upper(G, block=GRAM_BLOCK):
     return G
 
 
+def cholesky_upper_inplace(G, block=GRAM_BLOCK):
+    """Overwrite the upper triangle of the C-contiguous symmetric ``G`` with ``U``,
+    ``G = U^T U`` (so ``G.T`` holds the lower factor); the strict lower triangle is
+    not touched. Returns LAPACK's ``info`` (0, or the order of a non-positive minor).
+
+    A right-looking blocked factorisation whose BLAS calls are at most ``block``
+    wide: scipy's OpenBLAS 0.3.31 ``dpotrf`` segfaults on 2 threads from about
+    n = 16000 (seen at 16000 and 16176; fine at 15500 or on one thread), the same
+    family of crash as the wide ``A.T @ A`` that :func:`gram_update` sidesteps.
+    """
+    from scipy.linalg import lapack
+
+    n = G.shape[0]
+    for k0 in range(0, n, block):
+        k1 = min(k0 + block, n)
+        D = G[k0:k1, k0:k1]
+        # the C-order block is the transpose of its F-order view: factor it as lower, store the transpose
+        c, info = lapack.dpotrf(np.triu(D).T, lower=1, clean=1)
+        if info != 0:
+            return k0 + info
+        D[...] = np.tril(D, -1) + c.T  # U11 above and on the diagonal, pristine lower part kept
+        if k1 == n:
+            break
+        for j0 in range(k1, n, block):  # panel: U12 = U11^-T G12
+            j1 = min(j0 + block, n)
+            G[k0:k1, j0:j1] = linalg.solve_triangular(c.T, G[k0:k1, j0:j1], trans="T", lower=False,
+                                                      check_finite=False)
+        for j0 in range(k1, n, block):  # trailing update of the upper triangle: G22 -= U12^T U12
+            j1 = min(j0 + block, n)
+            Uj = G[k0:k1, j0:j1]
+            for i0 in range(k1, j1, block):
+                i1 = min(i0 + block, n)
+                if i0 == j0:  # diagonal block: keep its strict lower part pristine
+                    Dj = G[i0:i1, j0:j1]
+                    Dj[...] = np.tril(Dj, -1) + np.triu(Dj - G[k0:k1, i0:i1].T @ Uj)
+                else:
+                    G[i0:i1, j0:j1] -= G[k0:k1, i0:i1].T @ Uj
+    return 0
+
+
 @dataclass
 class Spectrum:
     """Spectral form of a least-squares problem (see module docstring).
@@ -258,8 +298,6 @@ class GramSolver:
         """Lower Cholesky factor of ``G + lam I`` as ``(c, lower)`` for ``scipy.linalg.cho_solve``
         (only the most recent factor is kept)."""
         if lam != self._lam:
-            from scipy.linalg import lapack
-
             G, n = self.G, self.n
             for i0 in range(0, n, 1024):  # restore the upper triangle from the pristine lower one
                 i1 = min(i0 + 1024, n)
@@ -268,7 +306,7 @@ class GramSolver:
                 G[i0:i1, i1:] = G[i1:, i0:i1].T
             G[np.diag_indices(n)] = self.diag + lam
             self._lam = None
-            c, info = lapack.dpotrf(G.T, lower=1, clean=0, overwrite_a=1)
+            info = cholesky_upper_inplace(G)
             if info != 0:
                 raise np.linalg.LinAlgError(f"Gram matrix not positive definite at alpha={lam:.3g} (info {info})")
             self._lam = lam
