@@ -31,16 +31,19 @@ POSTERIOR_SAVE_BYTES = 64 * 2**20
 #: molecules by validation on rMD17 training splits only (benchmarks/tuning/); its
 #: ``max_degree`` is the largest rung of :data:`DEFAULT_DEGREES` that the training
 #: data's elements afford (:func:`default_degrees`).
-DEFAULT_DESCRIPTOR = dict(cutoff=4.5, correlation_order=4, max_degree=[16, 12, 10, 7], radial_basis="bessel",
-                          l_weight=1.0)
+DEFAULT_DESCRIPTOR = dict(cutoff=4.5, correlation_order=4, max_degree=[16, 8, 7, 5], radial_basis="bessel",
+                          l_weight=0.25)
 
 #: Degree ladder of the default descriptor (one degree per correlation order), smallest first.
-DEFAULT_DEGREES = ([12, 9, 7, 5], [14, 10, 8, 6], [16, 12, 9, 7], [16, 12, 10, 7], [17, 13, 11, 8],
-                   [18, 14, 12, 8], [18, 15, 13, 9], [20, 16, 14, 10])
+#: With ``l_weight=0.25`` the degree mostly counts radial indices, so the basis spends its
+#: functions on angular resolution: at equal size that beat ``l_weight=1`` by 20 % in
+#: validation (benchmarks/tuning/defaults_2026-11-25.md, section 3).
+DEFAULT_DEGREES = ([12, 6, 5, 4], [14, 7, 5.5, 4.5], [16, 7, 6, 4.5], [16, 7, 6, 5], [16, 8, 6.5, 5], [16, 8, 7, 5],
+                   [18, 9, 7.5, 6], [18, 9, 8, 6], [20, 10, 8, 6.5], [20, 10, 8.5, 7])
 
 #: Largest basis of the default descriptor: about what fits in minutes and a few GB on
-#: two cores (12000 functions: a 1.2 GB Gram matrix).
-DEFAULT_MAX_FEATURES = 12000
+#: two cores (14000 functions: a 1.6 GB Gram matrix).
+DEFAULT_MAX_FEATURES = 14000
 
 
 def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
@@ -49,16 +52,16 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
 
     The basis grows steeply with the number of elements, so one fixed degree is either
     too small for hydrocarbons or too large for four elements: for C, H it is
-    [20, 16, 14, 10] (11424 functions), for C, H, O [16, 12, 10, 7] (10227), for
-    C, H, N, O [14, 10, 8, 6] (11652). In validation on naphthalene (train on 500
-    training configurations, validate on 500 others) degrees [18, 15, 13, 9] gave
-    8.6 meV/Å against 19.0 for [16, 12, 9, 7].
+    [20, 10, 8.5, 7] (12626 functions), for C, H, O [16, 8, 7, 5] (13710), for
+    C, H, N, O [14, 7, 5.5, 4.5] (10532). (With the earlier ``l_weight=1``, in validation
+    on naphthalene, trained on 500 training configurations and validated on 500 others,
+    a C, H basis of 11424 functions gave 8.6 meV/Å against 19.0 for one of 2324.)
 
     Examples
     --------
     >>> from skace.regressor import default_degrees
     >>> default_degrees(["H", "C", "O"])
-    [16, 12, 10, 7]
+    [16, 8, 7, 5]
     """
     from .maths.basis import ACEBasis
 
@@ -86,9 +89,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     ----------
     descriptor : ACETransformer, optional
         The basis (cloned and fitted in ``fit``). None: :func:`default_descriptor`,
-        Bessel radial functions, cutoff 4.5 Å, body order 5, ``l_weight=1``, and
-        the largest degrees of a ladder that keep the basis within 12000
-        functions for the training data's elements (16/12/10/7 for C, H, O),
+        Bessel radial functions, cutoff 4.5 Å, body order 5, ``l_weight=0.25``, and
+        the largest degrees of a ladder that keep the basis within 14000
+        functions for the training data's elements (16/8/7/5 for C, H, O),
         chosen by validation on rMD17 training splits.
     alpha : float, default=1e-6
         Regularisation strength ``alpha |Gamma c|^2`` for ``solver="ridge"``
