@@ -146,6 +146,15 @@ class LinearSystem:
     bS: np.ndarray = None  # X_S^T y_S (Gram mode) or None
     yyS: float = 0.0
     mS: int = 0
+    n_atoms: np.ndarray = None  # atoms per structure (groups the force rows by structure), or None
+
+    def row_groups(self, stress_weight=0.0):
+        """Structure index of each row of the design (energy rows, then force rows), for
+        leave-one-structure-out validation; None when unknown or with virial rows."""
+        if self.n_atoms is None or (stress_weight > 0 and self.mS):
+            return None
+        index = np.arange(len(self.n_atoms))
+        return np.concatenate([index, np.repeat(index, 3 * self.n_atoms)])
 
     def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False, stress_weight=0.0,
                 standardize=True):
@@ -185,7 +194,10 @@ class LinearSystem:
             X = np.vstack(parts)
             scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
             X /= scale
-            return Spectrum.from_design(X, np.concatenate(targets)), scale
+            groups = self.row_groups(stress_weight) if force_weight > 0 and self.mF else None
+            if groups is not None and X.shape[0] * min(X.shape) * 8 > CV_MAX_BYTES:
+                groups = None  # the left singular vectors would be too large to keep
+            return Spectrum.from_design(X, np.concatenate(targets), groups), scale
         G, b, yy, m = self.gram(energy_weight, force_weight, e0, joint_e0, stress_weight)
         scale = column_scale(np.sqrt(np.diag(G).copy()), prior, standardize)
         for i0 in range(0, len(scale), 1024):  # in row blocks: no full-size temporaries
@@ -301,6 +313,11 @@ class LRUCache:
 #: Assembled systems, keyed by data + descriptor fingerprint (reused across a
 #: grid search; enough room for the folds of a cross-validation).
 SYSTEM_CACHE = LRUCache(3 * 2**30)
+
+#: Largest left-singular-vector matrix (bytes) kept for leave-one-structure-out validation
+#: of the regularisation (:func:`skace.linalg.group_cv_curve`) on the design route.
+CV_MAX_BYTES = 1 * 2**30
+
 #: Spectral decompositions, keyed by system + weights + E0 + prior.
 SPECTRUM_CACHE = LRUCache(2 * 2**30)
 
@@ -415,7 +432,8 @@ def merge_systems(parts):
     merged = LinearSystem(
         stack("XE"), stack("yE"), stack("XF"), stack("yF"), total("GF"),
         total("bF") if first.bF is not None else None,
-        float(sum(p.yyF for p in parts)), int(sum(p.mF for p in parts)), first.n_features)
+        float(sum(p.yyF for p in parts)), int(sum(p.mF for p in parts)), first.n_features,
+        n_atoms=stack("n_atoms"))
     if has_stress:
         nf = first.n_features
         if gram_stress:
@@ -508,4 +526,5 @@ def _assemble_block(descriptor, structures, energies, forces, energy_scale, weig
     if has_stress:
         extra = dict(XS=XS, yS=yS if use_design else None, GS=GS, bS=None if use_design else bS,
                      yyS=float(yS @ yS), mS=len(yS))
-    return LinearSystem(XE, yE, XF, yF if use_design else None, GF, bF, float(yF @ yF), len(yF), nf, **extra)
+    return LinearSystem(XE, yE, XF, yF if use_design else None, GF, bF, float(yF @ yF), len(yF), nf,
+                        n_atoms=np.array([len(a) for a in structures]), **extra)

@@ -90,3 +90,49 @@ def test_cholesky_solver_matches_spectrum():
     a2, beta2, ev2 = spec.evidence_ridge()
     assert abs(np.log10((a / beta) / (a2 / beta2))) < 0.5
     assert ev <= ev2 + 1e-6 and ev > ev2 - 0.5
+
+
+def test_group_cv_curve_matches_refits():
+    """Leave-one-group-out residuals from the SVD equal explicit refits without the group."""
+    from skace.linalg import group_cv_curve
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 80))  # underdetermined: interpolation is possible
+    y = rng.normal(size=60)
+    groups = np.repeat(np.arange(12), 5)[rng.permutation(60)]
+    U, s, Vt = linalg.svd(X, full_matrices=False)
+    ts = np.array([-6.0, -3.0, -1.0])
+    _, scores = group_cv_curve(U, s * s, y, groups, ts)
+    for t, score in zip(ts, scores):
+        lam = s[0] ** 2 * 10.0**t
+        total = 0.0
+        for g in range(12):
+            keep = groups != g
+            c = np.linalg.solve(X[keep].T @ X[keep] + lam * np.eye(80), X[keep].T @ y[keep])
+            total += np.sum((X[~keep] @ c - y[~keep]) ** 2)
+        assert score == pytest.approx(total / 60, rel=1e-8)
+
+
+def test_evidence_falls_back_to_group_cv_when_it_cannot_choose():
+    """When the evidence peaks near the bottom of its scan (a fit that interpolates), alpha
+    comes from leave-one-group-out validation; elsewhere the evidence decides."""
+    from skace.linalg import CV_FALLBACK_DECADES
+
+    rng = np.random.default_rng(1)
+    m, n = 40, 120
+    X = rng.normal(size=(m, n)) / np.arange(1, n + 1)
+    y = X @ rng.normal(size=n) + 0.3 * rng.normal(size=m)
+    groups = np.repeat(np.arange(10), 4)
+    plain, with_cv = Spectrum.from_design(X, y), Spectrum.from_design(X, y, groups)
+    top = plain.lam[0]
+    a0, b0, _ = plain.evidence_ridge()
+    t_evidence = np.log10(a0 / b0 / top)
+    ts, scores = with_cv.cv
+    t_cv = ts[np.argmin(scores)]
+    assert -10 < t_evidence < 0 and abs(t_cv - t_evidence) > 0.2
+    # a scan starting well below the evidence's peak keeps the evidence's choice
+    a1, b1, _ = with_cv.evidence_ridge(lo=t_evidence - CV_FALLBACK_DECADES - 1)
+    assert np.log10(a1 / b1 / top) == pytest.approx(t_evidence, abs=1e-3)
+    # one starting just below it treats the peak as interpolation and asks the validation curve
+    a2, b2, _ = with_cv.evidence_ridge(lo=t_evidence - 1)
+    assert np.log10(a2 / b2 / top) == pytest.approx(t_cv)
