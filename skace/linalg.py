@@ -81,6 +81,18 @@ def group_cv_curve(U, lam_s, y, groups, ts):
     -------
     (ts, scores) : mean squared held-out residual per row at each ``lam``
         (``inf`` where a fold's system is singular).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.linalg import svd
+    >>> from skace.linalg import group_cv_curve
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(12, 5)); y = X @ np.ones(5) + 0.1 * rng.normal(size=12)
+    >>> U, s, _ = svd(X, full_matrices=False)
+    >>> ts, scores = group_cv_curve(U, s**2, y, np.repeat(np.arange(4), 3), np.array([-8.0, 0.0]))
+    >>> bool(scores[0] < scores[1])  # little regularisation suits clean data
+    True
     """
     order = np.argsort(groups, kind="stable")
     cuts = np.flatnonzero(np.diff(groups[order])) + 1
@@ -111,6 +123,16 @@ def cholesky_upper_inplace(G, block=GRAM_BLOCK):
     wide: scipy's OpenBLAS 0.3.31 ``dpotrf`` segfaults on 2 threads from about
     n = 16000 (seen at 16000 and 16176; fine at 15500 or on one thread), the same
     family of crash as the wide ``A.T @ A`` that :func:`gram_update` sidesteps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skace.linalg import cholesky_upper_inplace
+    >>> G = np.array([[4.0, 2.0], [2.0, 3.0]])
+    >>> cholesky_upper_inplace(G)
+    0
+    >>> U = np.triu(G); bool(np.allclose(U.T @ U, [[4.0, 2.0], [2.0, 3.0]]))
+    True
     """
     from scipy.linalg import lapack
 
@@ -149,6 +171,15 @@ class Spectrum:
     Kept as ``lam = s^2`` and ``p = V^T X^T y = s z`` so that directions with
     (numerically) zero ``s`` need no division: every formula below is finite
     for ``lam = 0``, and the regularisation decides what those directions get.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skace.linalg import Spectrum
+    >>> X = np.random.default_rng(0).normal(size=(20, 4)); y = X @ [1.0, 2.0, 0.5, -1.0]
+    >>> spec = Spectrum.from_design(X, y)
+    >>> np.round(spec.ridge(1e-12), 6)
+    array([ 1. ,  2. ,  0.5, -1. ])
     """
 
     lam: np.ndarray  # squared singular values (eigenvalues of X^T X), >= 0, descending
@@ -345,6 +376,15 @@ class GramSolver:
 
     ``mu = (G + lam I)^{-1} b``: one factorisation per ``lam``, maximised by a
     bounded scalar search over ``log lam``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skace.linalg import GramSolver
+    >>> X = np.random.default_rng(0).normal(size=(20, 4)); y = X @ [1.0, 2.0, 0.5, -1.0]
+    >>> gs = GramSolver(X.T @ X, X.T @ y, y @ y, 20)
+    >>> np.round(gs.ridge(1e-12), 6)
+    array([ 1. ,  2. ,  0.5, -1. ])
     """
 
     def __init__(self, G, b, yy, m):

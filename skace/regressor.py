@@ -75,7 +75,15 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
 
 
 def default_descriptor(elements):
-    """``ACETransformer`` with :data:`DEFAULT_DESCRIPTOR` and :func:`default_degrees` for ``elements``."""
+    """``ACETransformer`` with :data:`DEFAULT_DESCRIPTOR` and :func:`default_degrees` for ``elements``.
+
+    Examples
+    --------
+    >>> from skace.regressor import default_descriptor
+    >>> d = default_descriptor(["C", "H"])
+    >>> d.radial_basis, d.l_weight, d.max_degree
+    ('bessel', 0.25, [20, 10, 8.5, 7])
+    """
     return ACETransformer(**{**DEFAULT_DESCRIPTOR, "max_degree": default_degrees(elements)})
 
 
