@@ -919,3 +919,17 @@ def test_large_posterior_is_not_pickled(noisy_cho, monkeypatch):
     with pytest.raises(ValueError, match="not saved"):
         loaded.predict(noisy_cho[:3], return_std=True)
     np.testing.assert_array_equal(model.predict(noisy_cho[:3], return_std=True)[1], std)  # the fitted object keeps it
+
+
+@pytest.mark.parametrize("elements", [["C", "H"], ["C", "H", "O"], ["C", "H", "N", "O"]])
+def test_default_degrees_take_the_largest_rung_within_budget(elements):
+    from skace.maths.basis import ACEBasis
+    from skace.regressor import DEFAULT_DEGREES, DEFAULT_DESCRIPTOR, DEFAULT_MAX_FEATURES, default_degrees
+
+    size = lambda d: ACEBasis(elements, DEFAULT_DESCRIPTOR["correlation_order"], list(d),  # noqa: E731
+                              DEFAULT_DESCRIPTOR["l_weight"], None).n_features
+    chosen = default_degrees(elements)
+    assert size(chosen) <= DEFAULT_MAX_FEATURES
+    k = [list(d) for d in DEFAULT_DEGREES].index(chosen)
+    if k + 1 < len(DEFAULT_DEGREES):
+        assert size(DEFAULT_DEGREES[k + 1]) > DEFAULT_MAX_FEATURES
