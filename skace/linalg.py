@@ -20,6 +20,11 @@ from scipy import linalg
 #: ``A.T @ A`` for A of 925 x 17920 with 2 threads, but not at 12000 columns.
 GRAM_BLOCK = 4096
 
+#: Largest order at which :class:`GramSolver` calls scipy's ``dpotrf`` directly; above it the
+#: blocked :func:`cholesky_upper_inplace` (dpotrf segfaulted from n = 16000 on 2 threads, never
+#: at 15500 or below in our runs).
+DPOTRF_SAFE_N = 15000
+
 #: An evidence maximum within this many decades of the bottom of its scan counts as
 #: "interpolating": :meth:`Spectrum.evidence_ridge` then uses the group cross-validation
 #: curve when there is one.
@@ -410,7 +415,12 @@ class GramSolver:
                 G[i0:i1, i1:] = G[i1:, i0:i1].T
             G[np.diag_indices(n)] = self.diag + lam
             self._lam = None
-            info = cholesky_upper_inplace(G)
+            if n <= DPOTRF_SAFE_N:  # LAPACK's own factorisation: 1.6x faster at n = 13710
+                from scipy.linalg import lapack
+
+                info = lapack.dpotrf(G.T, lower=1, clean=0, overwrite_a=1)[1]
+            else:
+                info = cholesky_upper_inplace(G)
             if info != 0:
                 raise np.linalg.LinAlgError(f"Gram matrix not positive definite at alpha={lam:.3g} (info {info})")
             self._lam = lam
