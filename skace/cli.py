@@ -274,7 +274,7 @@ def build_parser():
                        help=f"largest ν; body order ν+1 (default {D['correlation_order']})")
         p.add_argument("--max-degree", type=_degree, default=None,
                        help="total degree bound, one value or one per order (default: the largest that keeps "
-                            "the basis within 16500 functions for the data's elements, e.g. 16,8,7,5 for C, H, O)")
+                            "the basis within 24000 functions for the data's elements, e.g. 16,8,7,6.5 for C, H, O)")
         p.add_argument("--l-weight", type=float, default=D["l_weight"],
                        help=f"weight of l in a factor's degree (default {D['l_weight']})")
         p.add_argument("--radial-basis", default=D["radial_basis"],

@@ -31,20 +31,22 @@ POSTERIOR_SAVE_BYTES = 64 * 2**20
 #: molecules by validation on rMD17 training splits only (benchmarks/tuning/); its
 #: ``max_degree`` is the largest rung of :data:`DEFAULT_DEGREES` that the training
 #: data's elements afford (:func:`default_degrees`).
-DEFAULT_DESCRIPTOR = dict(cutoff=4.5, correlation_order=4, max_degree=[16, 8, 7, 5], radial_basis="bessel",
+DEFAULT_DESCRIPTOR = dict(cutoff=4.5, correlation_order=4, max_degree=[16, 8, 7, 6.5], radial_basis="bessel",
                           l_weight=0.25)
 
 #: Degree ladder of the default descriptor (one degree per correlation order), smallest first.
 #: With ``l_weight=0.25`` the degree mostly counts radial indices, so the basis spends its
 #: functions on angular resolution: at equal size that beat ``l_weight=1`` by 20 % in
-#: validation (benchmarks/tuning/defaults_2026-11-25.md, section 3).
-DEFAULT_DEGREES = ([12, 6, 5, 4], [14, 7, 5.5, 4.5], [16, 7, 6, 4.5], [16, 7, 6, 5], [16, 8, 6.5, 5], [16, 8, 7, 5],
-                   [18, 9, 7.5, 6], [18, 9, 8, 6], [20, 10, 8, 6.5], [20, 10, 8.5, 7])
+#: validation (benchmarks/tuning/defaults_2026-11-25.md, section 3). The upper rungs raise
+#: the five-body degree, the largest lever found since (benchmarks/tuning/defaults_2026-12-02.md).
+DEFAULT_DEGREES = ([12, 6, 5, 4], [14, 7, 5.5, 4.5], [16, 7, 6, 4.5], [16, 7, 6, 5], [16, 7, 6, 5.5], [16, 8, 7, 5],
+                   [16, 8, 7, 6], [16, 8, 7, 6.5], [20, 10, 8.5, 7], [20, 10, 8.5, 7.5], [20, 10, 8.5, 8])
 
-#: Largest basis of the default descriptor: about what fits in minutes and a few GB on
-#: two cores (16500 functions: a 2.2 GB Gram matrix). C, H, O stop at 13710 (the next
-#: rung has 24705); C, H, N, O reach 16068, which validated 14 % better than 10532.
-DEFAULT_MAX_FEATURES = 16500
+#: Largest basis of the default descriptor: what fits in minutes and about 10 GB on two
+#: cores (24000 functions: a 4.6 GB Gram matrix). C, H, O reach [16, 8, 7, 6.5] (23934
+#: functions: five-body degree 6.5 validated 19 % better on forces than 5 at 13710),
+#: C, H [20, 10, 8.5, 8] (23306), C, H, N, O [16, 7, 6, 5.5] (21936).
+DEFAULT_MAX_FEATURES = 24000
 
 
 def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
@@ -53,8 +55,8 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
 
     The basis grows steeply with the number of elements, so one fixed degree is either
     too small for hydrocarbons or too large for four elements: for C, H it is
-    [20, 10, 8.5, 7] (12626 functions), for C, H, O [16, 8, 7, 5] (13710), for
-    C, H, N, O [16, 7, 6, 4.5] (16068). (With the earlier ``l_weight=1``, in validation
+    [20, 10, 8.5, 8] (23306 functions), for C, H, O [16, 8, 7, 6.5] (23934), for
+    C, H, N, O [16, 7, 6, 5.5] (21936). (With the earlier ``l_weight=1``, in validation
     on naphthalene, trained on 500 training configurations and validated on 500 others,
     a C, H basis of 11424 functions gave 8.6 meV/Å against 19.0 for one of 2324.)
 
@@ -62,7 +64,7 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
     --------
     >>> from skace.regressor import default_degrees
     >>> default_degrees(["H", "C", "O"])
-    [16, 8, 7, 5]
+    [16, 8, 7, 6.5]
     """
     from .maths.basis import ACEBasis
 
@@ -83,7 +85,7 @@ def default_descriptor(elements):
     >>> from skace.regressor import default_descriptor
     >>> d = default_descriptor(["C", "H"])
     >>> d.radial_basis, d.l_weight, d.max_degree
-    ('bessel', 0.25, [20, 10, 8.5, 7])
+    ('bessel', 0.25, [20, 10, 8.5, 8])
     """
     return ACETransformer(**{**DEFAULT_DESCRIPTOR, "max_degree": default_degrees(elements)})
 
@@ -99,8 +101,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     descriptor : ACETransformer, optional
         The basis (cloned and fitted in ``fit``). None: :func:`default_descriptor`,
         Bessel radial functions, cutoff 4.5 Å, body order 5, ``l_weight=0.25``, and
-        the largest degrees of a ladder that keep the basis within 16500
-        functions for the training data's elements (16/8/7/5 for C, H, O),
+        the largest degrees of a ladder that keep the basis within 24000
+        functions for the training data's elements (16/8/7/6.5 for C, H, O),
         chosen by validation on rMD17 training splits.
     alpha : float, default=1e-6
         Regularisation strength ``alpha |Gamma c|^2`` for ``solver="ridge"``
