@@ -201,7 +201,9 @@ class Spectrum:
         structure a row belongs to) adds the leave-one-group-out curve :attr:`cv`."""
         U, s, Vt = linalg.svd(X, full_matrices=False, lapack_driver="gesdd", check_finite=False)
         spec = cls(s * s, Vt.T, s * (U.T @ y), float(y @ y), X.shape[0], X.shape[1])
-        if groups is not None and s.size and s[0] > 0:
+        # the curve is only consulted when the evidence peaks at vanishing regularisation
+        # (evidence_ridge): skip its cost, and U's memory, otherwise
+        if groups is not None and s.size and s[0] > 0 and spec._evidence_interpolates():
             spec.cv = group_cv_curve(U, s * s, y, groups, np.arange(-16.0, 0.01, 0.5))
         return spec
 
@@ -266,16 +268,7 @@ class Spectrum:
         """
         from scipy.optimize import minimize_scalar
 
-        top = float(self.lam[0]) if self.lam.size and self.lam[0] > 0 else 1.0
-        f = lambda t: self.log_evidence_profiled(top * 10.0 ** t)[0]  # noqa: E731
-        ts = np.arange(lo, hi + step / 2, step)
-        values = np.array([f(t) for t in ts])
-        # the best interior local maximum: a fit that can interpolate its data has its largest
-        # evidence at vanishing regularisation (the scan's lower end), which generalises far worse
-        # than the interior maximum when there is one (rMD17 ethanol, 50 configurations: force
-        # MAE 66 against 45 meV/A)
-        inner = np.flatnonzero((values[1:-1] >= values[:-2]) & (values[1:-1] > values[2:])) + 1
-        k = int(inner[np.argmax(values[inner])]) if inner.size else int(np.nanargmax(values))
+        top, f, ts, values, k = self._evidence_scan(lo, hi, step)
         if self.cv is not None and ts[k] < lo + CV_FALLBACK_DECADES:
             # the evidence peaks at vanishing regularisation: it grows without bound as a fit
             # that can interpolate does so (noise precision profiled to infinity), and what is
@@ -291,6 +284,27 @@ class Spectrum:
         lam = top * 10.0 ** t
         value, beta = self.log_evidence_profiled(lam)
         return lam * beta, beta, value
+
+    def _evidence_scan(self, lo=-16.0, hi=2.0, step=0.25):
+        """``(top, f, ts, values, k)``: the profiled log evidence ``f(t)`` at ``lam = top * 10**t``
+        on a grid ``ts`` and the index ``k`` of its best interior local maximum (else its maximum)."""
+        top = float(self.lam[0]) if self.lam.size and self.lam[0] > 0 else 1.0
+        f = lambda t: self.log_evidence_profiled(top * 10.0 ** t)[0]  # noqa: E731
+        ts = np.arange(lo, hi + step / 2, step)
+        values = np.array([f(t) for t in ts])
+        # the best interior local maximum: a fit that can interpolate its data has its largest
+        # evidence at vanishing regularisation (the scan's lower end), which generalises far worse
+        # than the interior maximum when there is one (rMD17 ethanol, 50 configurations: force
+        # MAE 66 against 45 meV/A)
+        inner = np.flatnonzero((values[1:-1] >= values[:-2]) & (values[1:-1] > values[2:])) + 1
+        k = int(inner[np.argmax(values[inner])]) if inner.size else int(np.nanargmax(values))
+        return top, f, ts, values, k
+
+    def _evidence_interpolates(self, lo=-16.0):
+        """Whether the evidence's chosen maximum lies within :data:`CV_FALLBACK_DECADES` of
+        the bottom ``lo`` of its scan (the case :meth:`evidence_ridge` hands to the CV curve)."""
+        _, _, ts, _, k = self._evidence_scan(lo)
+        return bool(ts[k] < lo + CV_FALLBACK_DECADES)
 
     def log_evidence(self, alpha, beta):
         """``log p(y | alpha, beta)`` of the Gaussian linear model."""

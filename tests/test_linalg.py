@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from skace.linalg import GramSolver, Spectrum, cholesky_upper_inplace, gram_update, symmetrize_upper
+from skace.linalg import GramSolver, Spectrum, cholesky_upper_inplace, gram_update, group_cv_curve, symmetrize_upper
 
 
 def test_blocked_gram_equals_plain_product():
@@ -123,7 +123,9 @@ def test_evidence_falls_back_to_group_cv_when_it_cannot_choose():
     X = rng.normal(size=(m, n)) / np.arange(1, n + 1)
     y = X @ rng.normal(size=n) + 0.3 * rng.normal(size=m)
     groups = np.repeat(np.arange(10), 4)
-    plain, with_cv = Spectrum.from_design(X, y), Spectrum.from_design(X, y, groups)
+    plain, with_cv = Spectrum.from_design(X, y), Spectrum.from_design(X, y)
+    U, s, _ = np.linalg.svd(X, full_matrices=False)
+    with_cv.cv = group_cv_curve(U, s * s, y, groups, np.arange(-16.0, 0.01, 0.5))
     top = plain.lam[0]
     a0, b0, _ = plain.evidence_ridge()
     t_evidence = np.log10(a0 / b0 / top)
@@ -136,3 +138,17 @@ def test_evidence_falls_back_to_group_cv_when_it_cannot_choose():
     # one starting just below it treats the peak as interpolation and asks the validation curve
     a2, b2, _ = with_cv.evidence_ridge(lo=t_evidence - 1)
     assert np.log10(a2 / b2 / top) == pytest.approx(t_cv)
+
+
+def test_design_spectrum_computes_the_cv_curve_only_when_the_evidence_interpolates():
+    """The leave-one-group-out curve costs an SVD's U and a solve per group: ``from_design``
+    computes it when the evidence peaks at vanishing regularisation, where it is used."""
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(10), 4)
+    X = rng.normal(size=(40, 120)) / np.arange(1, 121)
+    noisy = X @ rng.normal(size=120) + 0.3 * rng.normal(size=40)
+    assert Spectrum.from_design(X, noisy, groups).cv is None
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(40, 120))  # more unknowns than rows, no noise: the fit interpolates
+    spec = Spectrum.from_design(W, W @ rng.normal(size=120), groups)
+    assert spec.cv is not None and len(spec.cv[0]) == len(spec.cv[1])
