@@ -161,8 +161,11 @@ def markdown(results):
         ace = PUBLISHED_1000[mol][0] if n == 1000 else PUBLISHED_ACE_50.get(mol) if n == 50 else None
         mace = PUBLISHED_1000[mol][1] if n == 1000 else None
         fmt = lambda p: f"{p[0]} / {p[1]}" if p else "–"  # noqa: E731
+        # bold: below the published linear ACE (two decimals, so that 0.495 is not shown as 0.5)
+        e, f = (f"**{v:.2f}**" if ace and v < ace[i] else f"{v:.2f}"
+                for i, v in enumerate((r["energy_mae_meV"], r["force_mae_meV_per_A"])))
         lines.append(
-            f"| {mol} | {n} | {r['energy_mae_meV']:.2f} / {r['force_mae_meV_per_A']:.1f} | {fmt(ace)} | {fmt(mace)} "
+            f"| {mol} | {n} | {e} / {f} | {fmt(ace)} | {fmt(mace)} "
             f"| {r['n_features']} | {r['fit_time_s']:.0f} | {r['peak_memory_MiB']:.0f} | {r['predict_us_per_atom']:.1f} |"
         )
     return "\n".join(lines)
