@@ -161,8 +161,10 @@ def markdown(results):
         ace = PUBLISHED_1000[mol][0] if n == 1000 else PUBLISHED_ACE_50.get(mol) if n == 50 else None
         mace = PUBLISHED_1000[mol][1] if n == 1000 else None
         fmt = lambda p: f"{p[0]} / {p[1]}" if p else "–"  # noqa: E731
-        # bold: below the published linear ACE (two decimals, so that 0.495 is not shown as 0.5)
-        e, f = (f"**{v:.2f}**" if ace and v < ace[i] else f"{v:.2f}"
+        # bold: below the published linear ACE; three significant figures below 1, so that
+        # 0.495 is not shown as the published 0.5
+        num = lambda v: f"{v:.3g}" if v < 1 else f"{v:.2f}"  # noqa: E731
+        e, f = (f"**{num(v)}**" if ace and v < ace[i] else num(v)
                 for i, v in enumerate((r["energy_mae_meV"], r["force_mae_meV_per_A"])))
         lines.append(
             f"| {mol} | {n} | {e} / {f} | {fmt(ace)} | {fmt(mace)} "
