@@ -38,15 +38,16 @@ DEFAULT_DESCRIPTOR = dict(cutoff=4.5, correlation_order=4, max_degree=[16, 8, 7,
 #: With ``l_weight=0.25`` the degree mostly counts radial indices, so the basis spends its
 #: functions on angular resolution: at equal size that beat ``l_weight=1`` by 20 % in
 #: validation (benchmarks/tuning/defaults_2026-11-25.md, section 3). The upper rungs raise
-#: the four- and five-body degrees, the largest lever found since: more two-body (20/10) or
-#: three-body (8.5) degree did not help (benchmarks/tuning/defaults_2026-12-03.md).
+#: the five-body degree, the largest lever found since (benchmarks/tuning/defaults_2026-12-02.md).
+#: The C, H rung 20/10/8.5/8 beat 16/8/8/8 in validation on toluene by 20 % (energy) and 13 %
+#: (forces) and lost to it on naphthalene by 5 % and 3 % (benchmarks/tuning/defaults_2026-12-03.md).
 DEFAULT_DEGREES = ([12, 6, 5, 4], [14, 7, 5.5, 4.5], [16, 7, 6, 4.5], [16, 7, 6, 5], [16, 7, 6, 5.5], [16, 8, 7, 5],
-                   [16, 8, 7, 6], [16, 8, 7, 6.5], [16, 8, 7, 7], [16, 8, 7, 7.5], [16, 8, 7.5, 7.5], [16, 8, 8, 8])
+                   [16, 8, 7, 6], [16, 8, 7, 6.5], [20, 10, 8.5, 7], [20, 10, 8.5, 7.5], [20, 10, 8.5, 8])
 
 #: Largest basis of the default descriptor: what fits in minutes and about 10 GB on two
 #: cores (24000 functions: a 4.6 GB Gram matrix). C, H, O reach [16, 8, 7, 6.5] (23934
 #: functions: five-body degree 6.5 validated 19 % better on forces than 5 at 13710),
-#: C, H [16, 8, 8, 8] (20188), C, H, N, O [16, 7, 6, 5.5] (21936).
+#: C, H [20, 10, 8.5, 8] (23306), C, H, N, O [16, 7, 6, 5.5] (21936).
 DEFAULT_MAX_FEATURES = 24000
 
 
@@ -56,7 +57,7 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
 
     The basis grows steeply with the number of elements, so one fixed degree is either
     too small for hydrocarbons or too large for four elements: for C, H it is
-    [16, 8, 8, 8] (20188 functions), for C, H, O [16, 8, 7, 6.5] (23934), for
+    [20, 10, 8.5, 8] (23306 functions), for C, H, O [16, 8, 7, 6.5] (23934), for
     C, H, N, O [16, 7, 6, 5.5] (21936). (With the earlier ``l_weight=1``, in validation
     on naphthalene, trained on 500 training configurations and validated on 500 others,
     a C, H basis of 11424 functions gave 8.6 meV/Å against 19.0 for one of 2324.)
@@ -86,7 +87,7 @@ def default_descriptor(elements):
     >>> from skace.regressor import default_descriptor
     >>> d = default_descriptor(["C", "H"])
     >>> d.radial_basis, d.l_weight, d.max_degree
-    ('bessel', 0.25, [16, 8, 8, 8])
+    ('bessel', 0.25, [20, 10, 8.5, 8])
     """
     return ACETransformer(**{**DEFAULT_DESCRIPTOR, "max_degree": default_degrees(elements)})
 
