@@ -44,12 +44,17 @@ class GroupGramSolver(GramSolver):
         super().__init__(G, b, yy, m)
         self.lamvec = None
 
-    def _solve_vec(self, lamvec, want_diag):
+    def _factor_vec(self, lamvec):
+        """Lower Cholesky factor of ``G + diag(lamvec)``."""
         A = self.G0.copy()
         A[np.diag_indices(self.n)] += lamvec
         L, info = lapack.dpotrf(A, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             raise np.linalg.LinAlgError(info)
+        return L
+
+    def _solve_vec(self, lamvec, want_diag):
+        L = self._factor_vec(lamvec)
         d = linalg.cho_solve((L, True), self.b, check_finite=False)
         logdet = 2.0 * float(np.sum(np.log(np.diag(L))))
         diag = None
@@ -94,10 +99,7 @@ class GroupGramSolver(GramSolver):
     def factor(self, lam):
         if self.lamvec is None:
             return super().factor(lam)
-        A = self.G0.copy()
-        A[np.diag_indices(self.n)] += self.lamvec
-        L, info = lapack.dpotrf(A, lower=1, clean=1, overwrite_a=1)
-        return L, True
+        return self._factor_vec(self.lamvec), True
 
     def ridge(self, lam):
         if self.lamvec is None:
