@@ -76,6 +76,11 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         Bound on ``sum_t (n_t + l_weight * l_t)`` over the factors of a
         product, with radial index ``n = 1, 2, ...``; one number for all
         orders, or one per order (list indexed from ``nu = 1``, or ``{nu: D}``).
+    center_max_degree : dict, optional
+        ``{symbol: bounds}``: lower bounds (like ``max_degree``) for the
+        features of atoms of that element, e.g. a smaller basis for hydrogen
+        centres than for carbon ones; other central elements use
+        ``max_degree``, and symbols absent from the data are ignored.
     radial_basis : {"agnesi", "bessel", "gaussian", "chebexp"}, default="agnesi"
         Radial family (:mod:`skace.maths.radial`).
     l_weight : float, default=1.5
@@ -128,6 +133,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         "cutoff": [Interval(Real, 0, None, closed="neither")],
         "correlation_order": [Interval(Integral, 1, None, closed="left")],
         "max_degree": [Interval(Real, 0, None, closed="neither"), list, tuple, dict],
+        "center_max_degree": [dict, None],
         "radial_basis": [StrOptions(set(FAMILIES))],
         "l_weight": [Interval(Real, 0, None, closed="neither")],
         "max_l": [Interval(Integral, 0, None, closed="left"), None],
@@ -147,6 +153,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         cutoff=5.0,
         correlation_order=3,
         max_degree=10,
+        center_max_degree=None,
         radial_basis="agnesi",
         l_weight=1.5,
         max_l=None,
@@ -163,6 +170,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         self.cutoff = cutoff
         self.correlation_order = correlation_order
         self.max_degree = max_degree
+        self.center_max_degree = center_max_degree
         self.radial_basis = radial_basis
         self.l_weight = l_weight
         self.max_l = max_l
@@ -209,7 +217,8 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         if self.inner_cutoff >= self.cutoff:
             raise ValueError(f"inner_cutoff ({self.inner_cutoff}) must be below cutoff ({self.cutoff})")
         self.elements_ = list(elements)
-        full = ACEBasis(self.elements_, self.correlation_order, self.max_degree, self.l_weight, self.max_l)
+        full = ACEBasis(self.elements_, self.correlation_order, self.max_degree, self.l_weight, self.max_l,
+                        self.center_max_degree)
         # radial functions are those of the full basis (Gaussian centres depend on their number)
         n_radial = max((n for f in full.features for _, n, _ in f["factors"]), default=1)
         if self.feature_subset is not None:

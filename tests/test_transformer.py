@@ -822,3 +822,22 @@ def test_select_features_must_be_grouped():
     last, first = t.n_features_out_ - 1, 0
     with pytest.raises(ValueError, match="grouped"):
         t.select_features([last, first])
+
+
+@pytest.mark.parametrize("family", ["bessel", "gaussian"])
+def test_center_max_degree_lowers_one_central_element(family):
+    """A lower bound for H centres keeps exactly the full basis's H features within it, same values."""
+    t = fitted(["H", "C", "O"], 3, family)
+    lower = [4, 4, 4.5]
+    s = fitted(["H", "C", "O"], 3, family, center_max_degree={"H": lower, "N": 1})
+    names = list(t.get_feature_names_out())
+    idx = [k for k, f in enumerate(t.basis_.features)
+           if t.elements_[f["center"]] != "H" or f["degree"] <= lower[len(f["factors"]) - 1]]
+    assert 0 < len(idx) < t.n_features_out_
+    assert [names[k] for k in idx] == list(s.get_feature_names_out())
+    h = [f for f in s.basis_.features if s.elements_[f["center"]] == "H"]
+    assert h and max(f["degree"] for f in h if len(f["factors"]) == 3) <= 4.5
+    X = MOLECULES
+    assert_features_close(s.transform(X), t.transform(X)[:, idx], 1e-12, family)
+    assert_features_close(s.transform_gradient(X), t.transform_gradient(X)[:, :, idx], 1e-12, family)
+    assert clone(s).get_params()["center_max_degree"] == {"H": lower, "N": 1}

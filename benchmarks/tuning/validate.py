@@ -48,7 +48,9 @@ def main(molecule, n_train, settings):
         t0 = time.perf_counter()
         model.fit(train)
         fit_s = time.perf_counter() - t0
-        rec = dict(molecule=molecule, n_train=n_train, desc=desc, reg=reg, n_features=int(model.n_features_),
+        shown = {k: (len(v) if k == "feature_subset" else v) for k, v in desc.items() if v is not None}
+        rec = dict(molecule=molecule, n_train=n_train, desc=shown, reg=reg, note=cfg.get("note"),
+                   n_features=int(model.n_features_),
                    fit_s=round(fit_s, 1), alpha=float(model.alpha_), val=errors(model, val),
                    train=errors(model, train[:200]),
                    peak_MiB=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))

@@ -12,9 +12,13 @@ belongs to the basis of correlation order ``nu`` when
 * ``sum(l)`` is even (reflection invariance) and the ``l`` can couple to zero,
 * ``nu <= correlation_order`` and every ``l <= max_l``.
 
+The same multisets are used for every central element, unless
+``center_max_degree`` gives a central element lower bounds of its own; its
+features are then those within both.
+
 Each such multiset gives as many features as it has linearly independent
-O(3)-invariant couplings (:mod:`skace.maths.coupling`). The same multisets
-are used for every central element; feature ``k`` of central element ``Z`` is
+O(3)-invariant couplings (:mod:`skace.maths.coupling`). Feature ``k`` of
+central element ``Z`` is
 ``B[Z, k] = sum_m C_k[m] prod_t A[z_t, n_t, l_t, m_t]``.
 
 Evaluation layout
@@ -87,6 +91,10 @@ class ACEBasis:
         Weight of ``l`` in a factor's degree.
     max_l : int, optional
         Largest angular degree of a factor.
+    center_max_degree : dict, optional
+        ``{symbol: bounds}``: degree bounds (as ``max_degree``) for the
+        features of that central element, applied on top of ``max_degree``
+        (so they can only lower it). Symbols not in ``elements`` are ignored.
 
     Attributes
     ----------
@@ -96,7 +104,8 @@ class ACEBasis:
         (index among the couplings of that multiset), ``degree``.
     """
 
-    def __init__(self, elements, correlation_order=3, max_degree=10, l_weight=1.5, max_l=None):
+    def __init__(self, elements, correlation_order=3, max_degree=10, l_weight=1.5, max_l=None,
+                 center_max_degree=None):
         if int(correlation_order) < 1:
             raise ValueError(f"correlation_order must be >= 1, got {correlation_order}")
         if l_weight <= 0:
@@ -106,11 +115,19 @@ class ACEBasis:
         self.degree_bounds = _degree_bounds(max_degree, self.correlation_order)
         self.l_weight = float(l_weight)
         self.max_l = None if max_l is None else int(max_l)
+        # per central element bounds (elements not in the basis are ignored)
+        self.center_bounds = {
+            e: _degree_bounds(d, self.correlation_order) for e, d in (center_max_degree or {}).items()
+            if e in self.elements
+        }
         self._couplings = {}
         multisets = self._enumerate_multisets()
         self.features = []
-        for center in range(len(self.elements)):
+        for center, symbol in enumerate(self.elements):
+            own = self.center_bounds.get(symbol)
             for factors in multisets:
+                if own is not None and self.degree(factors) > own[len(factors)] + 1e-9:
+                    continue
                 for c in range(len(self._coupling(factors))):
                     self.features.append(
                         dict(center=center, factors=factors, coupling=c, degree=self.degree(factors))
