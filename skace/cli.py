@@ -56,6 +56,16 @@ def _degree(text):
     return values[0] if len(values) == 1 else values
 
 
+def _center_degree(text):
+    symbol, sep, degrees = text.partition("=")
+    if not sep or not symbol.strip():
+        raise argparse.ArgumentTypeError(f"expected SYMBOL=DEGREES such as H=16,8,6.5,5, got {text!r}")
+    try:
+        return symbol.strip(), _degree(degrees)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"degrees of {symbol.strip()} must be numbers, got {degrees!r}") from None
+
+
 def _error_table(rows):
     head = f"{'set':<6}{'n':>6}{'E MAE':>10}{'E RMSE':>10}{'F MAE':>10}{'F RMSE':>10}"
     lines = [head, f"{'':<6}{'':>6}{'meV':>10}{'meV':>10}{'meV/Å':>10}{'meV/Å':>10}"]
@@ -89,6 +99,7 @@ def cmd_fit(args):
         test = read_structures(args.test or "sample-test", args.energy_key, args.forces_key)
     descriptor = ACETransformer(
         cutoff=args.cutoff, correlation_order=args.correlation_order, max_degree=_degrees(args, train),
+        center_max_degree=dict(args.center_max_degree or []) or None,
         radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads,
     )
     model = ACERegressor(
@@ -132,8 +143,8 @@ def cmd_features(args):
 
     structures = read_structures(args.data or "sample")
     t = ACETransformer(cutoff=args.cutoff, correlation_order=args.correlation_order,
-                       max_degree=_degrees(args, structures), radial_basis=args.radial_basis, l_weight=args.l_weight,
-                       n_jobs=args.threads)
+                       max_degree=_degrees(args, structures), center_max_degree=dict(args.center_max_degree or []) or None,
+                       radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads)
     t0 = time.perf_counter()
     B = t.fit_transform(structures)
     elapsed = time.perf_counter() - t0
@@ -275,6 +286,9 @@ def build_parser():
         p.add_argument("--max-degree", type=_degree, default=None,
                        help="total degree bound, one value or one per order (default: the largest that keeps "
                             "the basis within 24000 functions for the data's elements, e.g. 16,8,7,6.5 for C, H, O)")
+        p.add_argument("--center-max-degree", type=_center_degree, action="append", metavar="SYMBOL=DEGREES",
+                       help="lower degree bounds for the features of one central element, e.g. H=16,8,6.5,5 "
+                            "(repeatable)")
         p.add_argument("--l-weight", type=float, default=D["l_weight"],
                        help=f"weight of l in a factor's degree (default {D['l_weight']})")
         p.add_argument("--radial-basis", default=D["radial_basis"],

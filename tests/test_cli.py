@@ -88,6 +88,19 @@ def test_features(capsys):
     assert f"feature matrix (250, {n})" in out
 
 
+def test_features_center_max_degree(capsys):
+    args = ["features", "sample", "--max-degree", "4", "--correlation-order", "2", "--l-weight", "1.5"]
+    assert main(args + ["--center-max-degree", "H=3", "--center-max-degree", "O=3.5"]) == 0
+    n = ACETransformer(correlation_order=2, max_degree=4, l_weight=1.5,
+                       center_max_degree={"H": 3, "O": 3.5}).fit(load_sample(n=1)).n_features_out_
+    assert n < ACETransformer(correlation_order=2, max_degree=4, l_weight=1.5).fit(load_sample(n=1)).n_features_out_
+    assert f"feature matrix (250, {n})" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + ["--center-max-degree", "H:3"])
+    assert exit_info.value.code == 2
+    assert "SYMBOL=DEGREES" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("thermostat", ["nve", "langevin"])
 def test_md(fitted, tmp_path, capsys, thermostat):
     path, *_ = fitted
