@@ -87,6 +87,11 @@ def _degrees(args, structures):
     return (ladder + ladder[-1:] * nu)[:nu]
 
 
+def _center_degrees(args):
+    """``--center-max-degree`` options as ``ACETransformer(center_max_degree=...)``."""
+    return dict(args.center_max_degree) if args.center_max_degree else None
+
+
 def cmd_fit(args):
     from . import ACERegressor, ACETransformer, save
     from .baselines import PairRepulsion
@@ -99,7 +104,7 @@ def cmd_fit(args):
         test = read_structures(args.test or "sample-test", args.energy_key, args.forces_key)
     descriptor = ACETransformer(
         cutoff=args.cutoff, correlation_order=args.correlation_order, max_degree=_degrees(args, train),
-        center_max_degree=dict(args.center_max_degree or []) or None,
+        center_max_degree=_center_degrees(args),
         radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads,
     )
     model = ACERegressor(
@@ -143,7 +148,7 @@ def cmd_features(args):
 
     structures = read_structures(args.data or "sample")
     t = ACETransformer(cutoff=args.cutoff, correlation_order=args.correlation_order,
-                       max_degree=_degrees(args, structures), center_max_degree=dict(args.center_max_degree or []) or None,
+                       max_degree=_degrees(args, structures), center_max_degree=_center_degrees(args),
                        radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads)
     t0 = time.perf_counter()
     B = t.fit_transform(structures)
