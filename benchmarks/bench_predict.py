@@ -118,11 +118,6 @@ def build_model(degree, cutoff: float, radial_basis: str, fit_structures, coeffi
     return model, info
 
 
-def _per_element(descriptor) -> dict:
-    widths = np.diff(descriptor.compiled_.row_start)
-    return {el: int(w) for el, w in zip(descriptor.elements_, widths, strict=True)}
-
-
 def skace_force_check(model, atoms, h: float = FD_STEP) -> dict:
     """Forces vs minus central differences of the energy, every atom and direction;
     and the ASE calculator's energy / forces vs ``predict_energy_forces``."""
@@ -158,7 +153,7 @@ def skace_case(degree, structures, fit_structures, args) -> dict:
     model, info = build_model(degree, args.cutoff, args.radial_basis, fit_structures,
                               args.coefficients, args.alpha, args.seed)
     d = model.descriptor_
-    per_element = _per_element(d)
+    per_element = d.basis_.features_per_center()
     result: dict = {
         "code": f"skace {skace.__version__}", "nu": 4, "max_degree": degree,
         "n_features_total": int(d.n_features_out_), "n_features_per_element": per_element,

@@ -125,7 +125,7 @@ def run_one(molecule, n_train, settings, folder, threads, save_dir=None):
         "energy_rmse_meV": 1000 * errors["energy_rmse"],
         "force_rmse_meV_per_A": 1000 * errors["force_rmse"],
         "n_features": int(d.n_features_out_),
-        "n_features_per_element": dict(zip(d.elements_, np.diff(d.compiled_.row_start).tolist())),
+        "n_features_per_element": d.basis_.features_per_center(),
         "fit_time_s": fit_time,
         "peak_memory_MiB": peak,
         "predict_us_per_atom": 1e6 * best / n_atoms,

@@ -119,8 +119,7 @@ def cmd_fit(args):
     model.fit(train)
     fit_time = time.perf_counter() - t0
     d = model.descriptor_
-    widths = dict(zip(d.elements_, np.diff(d.compiled_.row_start).tolist()))
-    print(f"basis: {d.n_features_out_} functions (per central element {widths}), "
+    print(f"basis: {d.n_features_out_} functions (per central element {d.basis_.features_per_center()}), "
           f"correlation order {d.correlation_order}, cutoff {d.cutoff} Å, "
           f"radial '{d.radial_basis}'")
     print(f"solver {args.solver}: alpha = {model.alpha_:.3g}; fit time {fit_time:.1f} s")

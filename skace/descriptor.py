@@ -77,8 +77,8 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         product, with radial index ``n = 1, 2, ...``; one number for all
         orders, or one per order (list indexed from ``nu = 1``, or ``{nu: D}``).
     center_max_degree : dict, optional
-        ``{symbol: bounds}``: lower bounds (like ``max_degree``) for the
-        features of atoms of that element, e.g. a smaller basis for hydrogen
+        ``{symbol: bounds}``: smaller degree bounds (like ``max_degree``) for
+        the features of atoms of that element, e.g. a smaller basis for hydrogen
         centres than for carbon ones; other central elements use
         ``max_degree``, and symbols absent from the data are ignored.
     radial_basis : {"agnesi", "bessel", "gaussian", "chebexp"}, default="agnesi"

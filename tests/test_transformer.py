@@ -837,6 +837,8 @@ def test_center_max_degree_lowers_one_central_element(family):
     assert [names[k] for k in idx] == list(s.get_feature_names_out())
     h = [f for f in s.basis_.features if s.elements_[f["center"]] == "H"]
     assert h and max(f["degree"] for f in h if len(f["factors"]) == 3) <= 4.5
+    assert s.basis_.features_per_center()["H"] == len(h)
+    assert sum(s.basis_.features_per_center().values()) == s.n_features_out_
     X = MOLECULES
     assert_features_close(s.transform(X), t.transform(X)[:, idx], 1e-12, family)
     assert_features_close(s.transform_gradient(X), t.transform_gradient(X)[:, :, idx], 1e-12, family)

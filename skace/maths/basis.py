@@ -123,15 +123,14 @@ class ACEBasis:
         self._couplings = {}
         multisets = self._enumerate_multisets()
         self.features = []
+        degrees = [self.degree(factors) for factors in multisets]
         for center, symbol in enumerate(self.elements):
             own = self.center_bounds.get(symbol)
-            for factors in multisets:
-                if own is not None and self.degree(factors) > own[len(factors)] + 1e-9:
+            for factors, degree in zip(multisets, degrees):
+                if own is not None and degree > own[len(factors)] + 1e-9:
                     continue
                 for c in range(len(self._coupling(factors))):
-                    self.features.append(
-                        dict(center=center, factors=factors, coupling=c, degree=self.degree(factors))
-                    )
+                    self.features.append(dict(center=center, factors=factors, coupling=c, degree=degree))
 
     # ---- specification -------------------------------------------------
     def degree(self, factors):
@@ -179,6 +178,13 @@ class ACEBasis:
     @property
     def n_features(self):
         return len(self.features)
+
+    def features_per_center(self):
+        """``{symbol: number of feature rows}`` for each central element."""
+        counts = dict.fromkeys(self.elements, 0)
+        for f in self.features:
+            counts[self.elements[f["center"]]] += 1
+        return counts
 
     def subset(self, rows):
         """A copy restricted to the feature rows ``rows`` (in the given order)."""
