@@ -75,21 +75,21 @@ def _error_table(rows):
     return "\n".join(lines)
 
 
-def _degrees(args, structures):
-    """``--max-degree``, or the default degrees for the data's elements (one per correlation order)."""
+def _degree_params(args, structures):
+    """``max_degree`` and ``center_max_degree`` for ``ACETransformer``: the options, or the
+    default degrees for the data's elements (one per correlation order) where not given."""
+    center = dict(args.center_max_degree) if args.center_max_degree else None
     if args.max_degree is not None:
-        return args.max_degree
+        return dict(max_degree=args.max_degree, center_max_degree=center)
     from . import ACETransformer
     from .regressor import default_degrees
 
-    ladder = default_degrees(ACETransformer()._elements_of(structures))
     nu = args.correlation_order
-    return (ladder + ladder[-1:] * nu)[:nu]
-
-
-def _center_degrees(args):
-    """``--center-max-degree`` options as ``ACETransformer(center_max_degree=...)``."""
-    return dict(args.center_max_degree) if args.center_max_degree else None
+    fit = lambda ladder: (list(ladder) + list(ladder[-1:]) * nu)[:nu]  # noqa: E731
+    default = default_degrees(ACETransformer()._elements_of(structures))
+    merged = {s: fit(d) for s, d in (default["center_max_degree"] or {}).items()}
+    merged.update(center or {})
+    return dict(max_degree=fit(default["max_degree"]), center_max_degree=merged or None)
 
 
 def cmd_fit(args):
@@ -103,8 +103,7 @@ def cmd_fit(args):
     if args.test or data in ("sample", "sample-train"):
         test = read_structures(args.test or "sample-test", args.energy_key, args.forces_key)
     descriptor = ACETransformer(
-        cutoff=args.cutoff, correlation_order=args.correlation_order, max_degree=_degrees(args, train),
-        center_max_degree=_center_degrees(args),
+        cutoff=args.cutoff, correlation_order=args.correlation_order, **_degree_params(args, train),
         radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads,
     )
     model = ACERegressor(
@@ -148,7 +147,7 @@ def cmd_features(args):
 
     structures = read_structures(args.data or "sample")
     t = ACETransformer(cutoff=args.cutoff, correlation_order=args.correlation_order,
-                       max_degree=_degrees(args, structures), center_max_degree=_center_degrees(args),
+                       **_degree_params(args, structures),
                        radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads)
     t0 = time.perf_counter()
     B = t.fit_transform(structures)
@@ -290,10 +289,11 @@ def build_parser():
                        help=f"largest ν; body order ν+1 (default {D['correlation_order']})")
         p.add_argument("--max-degree", type=_degree, default=None,
                        help="total degree bound, one value or one per order (default: the largest that keeps "
-                            "the basis within 24000 functions for the data's elements, e.g. 16,8,7,6.5 for C, H, O)")
+                            "the basis within 28200 functions for the data's elements, e.g. 16,8,7,7 for C, H, O "
+                            "with H=16,8,6.5,5)")
         p.add_argument("--center-max-degree", type=_center_degree, action="append", metavar="SYMBOL=DEGREES",
                        help="lower degree bounds for the features of one central element, e.g. H=16,8,6.5,5 "
-                            "(repeatable)")
+                            "(repeatable; without --max-degree, added to the default's)")
         p.add_argument("--l-weight", type=float, default=D["l_weight"],
                        help=f"weight of l in a factor's degree (default {D['l_weight']})")
         p.add_argument("--radial-basis", default=D["radial_basis"],

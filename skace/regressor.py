@@ -29,54 +29,84 @@ POSTERIOR_SAVE_BYTES = 64 * 2**20
 
 #: The descriptor of ``ACERegressor()`` when none is given, chosen for small organic
 #: molecules by validation on rMD17 training splits only (benchmarks/tuning/); its
-#: ``max_degree`` is the largest rung of :data:`DEFAULT_DEGREES` that the training
-#: data's elements afford (:func:`default_degrees`).
+#: ``max_degree`` (and ``center_max_degree``) is the largest rung of :data:`DEFAULT_DEGREES`
+#: that the training data's elements afford (:func:`default_degrees`).
 DEFAULT_DESCRIPTOR = dict(cutoff=4.5, correlation_order=4, max_degree=[16, 8, 7, 6.5], radial_basis="bessel",
                           l_weight=0.25)
 
-#: Degree ladder of the default descriptor (one degree per correlation order), smallest first.
+#: Degree ladder of the default descriptor, smallest first: rungs ``(degrees, hydrogen_degrees)``,
+#: one degree per correlation order, for the heavy (non-hydrogen) centres and for hydrogen
+#: centres (None: the same).
 #: With ``l_weight=0.25`` the degree mostly counts radial indices, so the basis spends its
 #: functions on angular resolution: at equal size that beat ``l_weight=1`` by 20 % in
 #: validation (benchmarks/tuning/defaults_2026-11-25.md, section 3). The upper rungs raise
 #: the five-body degree, the largest lever found since (benchmarks/tuning/defaults_2026-12-02.md).
 #: The C, H rung 20/10/8.5/8 beat 16/8/8/8 in validation on toluene by 20 % (energy) and 13 %
 #: (forces) and lost to it on naphthalene by 5 % and 3 % (benchmarks/tuning/defaults_2026-12-03.md).
-DEFAULT_DEGREES = ([12, 6, 5, 4], [14, 7, 5.5, 4.5], [16, 7, 6, 4.5], [16, 7, 6, 5], [16, 7, 6, 5.5], [16, 8, 7, 5],
-                   [16, 8, 7, 6], [16, 8, 7, 6.5], [20, 10, 8.5, 7], [20, 10, 8.5, 7.5], [20, 10, 8.5, 8])
+#: Hydrogen centres carry smaller errors than heavy ones, so the per-centre rung 16/8/7/7 with
+#: hydrogen 16/8/6.5/5 spends its functions on carbon and oxygen: it validated 7-11 % better
+#: than 16/8/7/6.5 on aspirin and ethanol, and for C, H, N, O 16/7/6/6 with hydrogen
+#: 16/7/5.5/4.5 validated 6 % better than 16/7/6/5.5 on uracil (same file, "per-centre degrees").
+DEFAULT_DEGREES = (
+    ([12, 6, 5, 4], None), ([14, 7, 5.5, 4.5], None), ([16, 7, 6, 4.5], None), ([16, 7, 6, 5], None),
+    ([16, 7, 6, 5.5], None), ([16, 7, 6, 6], [16, 7, 5.5, 4.5]), ([16, 8, 7, 5], None), ([16, 8, 7, 6], None),
+    ([16, 8, 7, 6.5], None), ([16, 8, 7, 7], [16, 8, 6.5, 5]), ([20, 10, 8.5, 7], None),
+    ([20, 10, 8.5, 7.5], None), ([20, 10, 8.5, 8], None))
 
-#: Largest basis of the default descriptor: what fits in minutes and about 10 GB on two
-#: cores (24000 functions: a 4.6 GB Gram matrix). C, H, O reach [16, 8, 7, 6.5] (23934
-#: functions: five-body degree 6.5 validated 19 % better on forces than 5 at 13710),
-#: C, H [20, 10, 8.5, 8] (23306), C, H, N, O [16, 7, 6, 5.5] (21936).
-DEFAULT_MAX_FEATURES = 24000
+#: Largest basis of the default descriptor: what fits in minutes and about 14 GB on two
+#: cores (28200 functions: a 6.4 GB Gram matrix). C, H, O reach 16/8/7/7 with hydrogen
+#: 16/8/6.5/5 (28152 functions), C, H [20, 10, 8.5, 8] (23306), C, H, N, O 16/7/6/6 with
+#: hydrogen 16/7/5.5/4.5 (27490).
+DEFAULT_MAX_FEATURES = 28200
+
+
+def _rung_size(elements, rung):
+    """Number of functions of the default descriptor on ``rung`` for ``elements``."""
+    from .maths.basis import ACEBasis
+
+    degrees, hydrogen = rung
+    return ACEBasis(list(elements), DEFAULT_DESCRIPTOR["correlation_order"], list(degrees),
+                    DEFAULT_DESCRIPTOR["l_weight"], None,
+                    center_max_degree=None if hydrogen is None else {"H": list(hydrogen)}).n_features
 
 
 def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
-    """The largest rung of :data:`DEFAULT_DEGREES` whose basis (with the other
-    :data:`DEFAULT_DESCRIPTOR` settings) has at most ``max_features`` functions for ``elements``.
+    """Degree bounds of the default descriptor for ``elements``: the largest rung of
+    :data:`DEFAULT_DEGREES` whose basis (with the other :data:`DEFAULT_DESCRIPTOR`
+    settings) has at most ``max_features`` functions.
 
     The basis grows steeply with the number of elements, so one fixed degree is either
     too small for hydrocarbons or too large for four elements: for C, H it is
-    [20, 10, 8.5, 8] (23306 functions), for C, H, O [16, 8, 7, 6.5] (23934), for
-    C, H, N, O [16, 7, 6, 5.5] (21936). (With the earlier ``l_weight=1``, in validation
-    on naphthalene, trained on 500 training configurations and validated on 500 others,
-    a C, H basis of 11424 functions gave 8.6 meV/Å against 19.0 for one of 2324.)
+    [20, 10, 8.5, 8] (23306 functions), for C, H, O [16, 8, 7, 7] with hydrogen centres
+    at [16, 8, 6.5, 5] (28152), for C, H, N, O [16, 7, 6, 6] with hydrogen at
+    [16, 7, 5.5, 4.5] (27490). (With the earlier
+    ``l_weight=1``, in validation on naphthalene, trained on 500 training configurations
+    and validated on 500 others, a C, H basis of 11424 functions gave 8.6 meV/Å against
+    19.0 for one of 2324.)
+
+    Returns
+    -------
+    params : dict
+        ``max_degree`` (list) and ``center_max_degree`` (``{"H": list}`` or None), as
+        ``ACETransformer`` parameters.
 
     Examples
     --------
     >>> from skace.regressor import default_degrees
     >>> default_degrees(["H", "C", "O"])
-    [16, 8, 7, 6.5]
+    {'max_degree': [16, 8, 7, 7], 'center_max_degree': {'H': [16, 8, 6.5, 5]}}
+    >>> default_degrees(["H", "C"])
+    {'max_degree': [20, 10, 8.5, 8], 'center_max_degree': None}
     """
-    from .maths.basis import ACEBasis
-
-    nu, lw = DEFAULT_DESCRIPTOR["correlation_order"], DEFAULT_DESCRIPTOR["l_weight"]
     chosen = DEFAULT_DEGREES[0]
-    for degrees in DEFAULT_DEGREES[1:]:
-        if ACEBasis(list(elements), nu, list(degrees), lw, None).n_features > max_features:
+    for rung in DEFAULT_DEGREES[1:]:
+        if _rung_size(elements, rung) > max_features:
             break
-        chosen = degrees
-    return list(chosen)
+        chosen = rung
+    degrees, hydrogen = chosen
+    if hydrogen is None or "H" not in elements:
+        return dict(max_degree=list(degrees), center_max_degree=None)
+    return dict(max_degree=list(degrees), center_max_degree={"H": list(hydrogen)})
 
 
 def default_descriptor(elements):
@@ -89,7 +119,7 @@ def default_descriptor(elements):
     >>> d.radial_basis, d.l_weight, d.max_degree
     ('bessel', 0.25, [20, 10, 8.5, 8])
     """
-    return ACETransformer(**{**DEFAULT_DESCRIPTOR, "max_degree": default_degrees(elements)})
+    return ACETransformer(**{**DEFAULT_DESCRIPTOR, **default_degrees(elements)})
 
 
 class ACERegressor(RegressorMixin, BaseEstimator):
@@ -103,8 +133,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     descriptor : ACETransformer, optional
         The basis (cloned and fitted in ``fit``). None: :func:`default_descriptor`,
         Bessel radial functions, cutoff 4.5 Å, body order 5, ``l_weight=0.25``, and
-        the largest degrees of a ladder that keep the basis within 24000
-        functions for the training data's elements (16/8/7/6.5 for C, H, O),
+        the largest degrees of a ladder that keep the basis within 28200
+        functions for the training data's elements (16/8/7/7, hydrogen centres
+        16/8/6.5/5, for C, H, O),
         chosen by validation on rMD17 training splits.
     alpha : float, default=1e-6
         Regularisation strength ``alpha |Gamma c|^2`` for ``solver="ridge"``

@@ -92,7 +92,7 @@ def fit_stream(model, X):
     if model.descriptor is None:  # the default descriptor's degrees depend on the elements
         from .regressor import default_degrees
 
-        descriptor.set_params(max_degree=default_degrees(elements))
+        descriptor.set_params(**default_degrees(elements))
     descriptor._build(elements)
     stream = _database_rows(X) if path else iter(X)
 

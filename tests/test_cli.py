@@ -301,3 +301,20 @@ def test_fit_emt_extxyz_with_stress_and_repulsion(tmp_path, capsys):
     assert code == 0, captured.err
     model = skace.load(out_path)
     assert model.stress_weight == 3.0 and isinstance(model.baseline, PairRepulsion)
+
+
+def test_default_degrees_follow_the_ladder_and_merge_center_options():
+    from skace.cli import _degree_params, build_parser
+    from skace.regressor import default_degrees
+
+    sample = load_sample(n=1)  # C, H, O: the per-centre rung
+    args = build_parser().parse_args(["features", "sample"])
+    assert _degree_params(args, sample) == default_degrees(["C", "H", "O"])
+    assert _degree_params(args, sample)["center_max_degree"] is not None
+    args = build_parser().parse_args(["features", "sample", "--correlation-order", "2", "--center-max-degree", "O=3"])
+    params = _degree_params(args, sample)
+    expected = default_degrees(["C", "H", "O"])
+    assert params["max_degree"] == expected["max_degree"][:2]
+    assert params["center_max_degree"] == {"H": expected["center_max_degree"]["H"][:2], "O": 3.0}
+    args = build_parser().parse_args(["features", "sample", "--max-degree", "4"])
+    assert _degree_params(args, sample)["center_max_degree"] is None

@@ -926,10 +926,17 @@ def test_default_degrees_take_the_largest_rung_within_budget(elements):
     from skace.maths.basis import ACEBasis
     from skace.regressor import DEFAULT_DEGREES, DEFAULT_DESCRIPTOR, DEFAULT_MAX_FEATURES, default_degrees
 
-    size = lambda d: ACEBasis(elements, DEFAULT_DESCRIPTOR["correlation_order"], list(d),  # noqa: E731
-                              DEFAULT_DESCRIPTOR["l_weight"], None).n_features
+    def basis(degrees, hydrogen):  # built here, independently of the ladder's own size helper
+        center = None if hydrogen is None else {"H": list(hydrogen)}
+        return ACEBasis(elements, DEFAULT_DESCRIPTOR["correlation_order"], list(degrees),
+                        DEFAULT_DESCRIPTOR["l_weight"], None, center_max_degree=center)
+
     chosen = default_degrees(elements)
-    assert size(chosen) <= DEFAULT_MAX_FEATURES
-    k = [list(d) for d in DEFAULT_DEGREES].index(chosen)
+    rung = (chosen["max_degree"], (chosen["center_max_degree"] or {}).get("H"))
+    assert basis(*rung).n_features <= DEFAULT_MAX_FEATURES
+    k = [(list(d), None if h is None else list(h)) for d, h in DEFAULT_DEGREES].index(rung)
     if k + 1 < len(DEFAULT_DEGREES):
-        assert size(DEFAULT_DEGREES[k + 1]) > DEFAULT_MAX_FEATURES
+        assert basis(*DEFAULT_DEGREES[k + 1]).n_features > DEFAULT_MAX_FEATURES
+    if rung[1] is not None:  # hydrogen centres really get fewer functions than the heavy ones
+        per_center = basis(*rung).features_per_center()
+        assert per_center["H"] < min(n for e, n in per_center.items() if e != "H")
