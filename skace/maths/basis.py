@@ -148,6 +148,11 @@ class ACEBasis:
                     one.append((e, n, l))
         one.sort(key=lambda v: (v[2], v[1], v[0]))
         deg = [n + self.l_weight * l for _, n, l in one]
+        # index of the first factor with a larger l: within one l the degree only grows,
+        # and the smallest degree of each later l is larger still, so the search can skip ahead
+        next_l = [len(one)] * len(one)
+        for k in range(len(one) - 2, -1, -1):
+            next_l[k] = k + 1 if one[k + 1][2] != one[k][2] else next_l[k + 1]
         out = []
 
         def grow(start, factors, total, l_sum, l_top):
@@ -157,11 +162,16 @@ class ACEBasis:
             if nu == self.correlation_order:
                 return
             bound = max(self.degree_bounds[k] for k in range(nu + 1, self.correlation_order + 1))
-            for k in range(start, len(one)):
+            k = start
+            while k < len(one):
                 if total + deg[k] > bound + 1e-9:
+                    if one[k][1] == 1 and one[k][0] == 0:  # the smallest degree of this l and all later ones
+                        break
+                    k = next_l[k]
                     continue
                 v = one[k]
                 grow(k, factors + [v], total + deg[k], l_sum + v[2], max(l_top, v[2]))
+                k += 1
 
         grow(0, [], 0.0, 0, 0)
         return [f for f in out if len(self._coupling(f))]
