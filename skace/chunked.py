@@ -39,7 +39,7 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
         grid = CellGrid(atoms.positions, atoms.cell.array, atoms.pbc, float(d.cutoff))
     except ValueError as err:
         raise ValueError(f"{name}: {err}") from None
-    w_indptr, w_parent, w_last, w_val = model.folded_
+    w_indptr, w_parent, w_last, w_val, node_indptr, nodes = model._folded_coefficients()
     energies = np.empty(n)
     F = np.zeros((n, 3))
     virial = np.zeros((3, 3))
@@ -59,7 +59,7 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
             max_pairs = max(int(np.diff(first).max()), 1)
             f_pair = np.empty((len(nbr) if need_pairs else 0, 3))
             _k.compute_energies_forces_range(lo, hi, first_all, nbr, D, species, *basis_args, w_indptr, w_parent,
-                                             w_last, w_val, max_pairs, n_chunks(hi - lo), need_pairs, energies,
+                                             w_last, w_val, node_indptr, nodes, max_pairs, n_chunks(hi - lo), need_pairs, energies,
                                              f_pair)
             if need_pairs:
                 _k.scatter_pair_forces(lo, hi, first_all, nbr, D, f_pair, F, virial)

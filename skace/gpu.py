@@ -242,7 +242,7 @@ class DeviceModel:
         if self.folded is None:
             raise ValueError("this DeviceModel holds no coefficients")
         b = self.basis
-        w_indptr, w_parent, w_last, w_val = self.folded
+        w_indptr, w_parent, w_last, w_val = self.folded[:4]
         n_atoms = len(nl.species)
         energies = cuda.device_array(n_atoms)
         with_gradient = bool(forces or virial)
@@ -544,7 +544,7 @@ def evaluate(regressor, structures, forces=True, stress=False):
     ...     assert res["forces"].shape == (18, 3)
     """
     d = regressor.descriptor_
-    model = device_model(regressor, d, regressor.folded_)
+    model = device_model(regressor, d, regressor._folded_coefficients()[:4])
     nl = device_neighbour_list(structures, d.elements_, d.cutoff)
     res = model.energies_forces(nl, forces=forces, virial=stress)
     e0 = np.array([regressor.e0_[el] for el in d.elements_])

@@ -17,7 +17,7 @@ from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, column_scale, ener
                       read_stress, read_targets)
 from .kernels import ace as _k
 from .linalg import GramSolver, ard
-from .maths.basis import fold_coefficients
+from .maths.basis import fold_coefficients, needed_products
 from .maths.priors import PRIORS, smoothness_prior
 from .structures import as_structure_list, species_indices
 
@@ -563,6 +563,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     def _fold(self):
         self.folded_ = fold_coefficients(self.descriptor_.compiled_, self.coef_)
 
+    def _folded_coefficients(self):
+        """``folded_``, with the per-element product lists added to models saved without them."""
+        if len(self.folded_) == 4:
+            w_indptr, w_parent = self.folded_[:2]
+            self.folded_ = tuple(self.folded_) + needed_products(self.descriptor_.compiled_, w_indptr, w_parent)
+        return self.folded_
+
     # --------------------------------------------------------- prediction
     def _evaluate(self, structures, forces=True, stress=False, _raw=False):
         """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress.
@@ -591,10 +598,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             n_atoms = len(batch.species)
             energies = np.empty(n_atoms)
             f_pair = np.empty((len(batch.nbr) if forces or stress else 0, 3))
-            w_indptr, w_parent, w_last, w_val = self.folded_
             _k.compute_energies_forces(
                 batch.first, batch.nbr, batch.D, batch.species, *d._kernel_basis_args(),
-                w_indptr, w_parent, w_last, w_val, batch.max_pairs, n_chunks(n_atoms),
+                *self._folded_coefficients(), batch.max_pairs, n_chunks(n_atoms),
                 bool(forces or stress), energies, f_pair,
             )
         e0 = np.array([self.e0_[el] for el in d.elements_])

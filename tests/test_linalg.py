@@ -140,6 +140,32 @@ def test_evidence_falls_back_to_group_cv_when_it_cannot_choose():
     assert np.log10(a2 / b2 / top) == pytest.approx(t_cv)
 
 
+@pytest.mark.parametrize("bump", [-50.0, 50.0], ids=["bump-below-peak", "bump-above-peak"])
+def test_an_interior_bump_below_an_interpolating_peak_does_not_choose(bump):
+    """The evidence of a fit that interpolates can also have a small interior local maximum
+    far out on the flat, no-model end of its curve (rMD17 malonaldehyde, 50 configurations,
+    prior order 4). When the peak at vanishing regularisation is higher, validation chooses;
+    when the interior maximum is the highest point, the evidence keeps it."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 120)) / np.arange(1, 121)
+    y = X @ rng.normal(size=120) + 0.3 * rng.normal(size=40)
+    spec = Spectrum.from_design(X, y)
+    U, s, _ = np.linalg.svd(X, full_matrices=False)
+    spec.cv = group_cv_curve(U, s * s, y, np.repeat(np.arange(10), 4), np.arange(-16.0, 0.01, 0.5))
+    t_cv = spec.cv[0][np.argmin(spec.cv[1])]
+    top = spec.lam[0]
+    ts = np.arange(-16.0, 2.0 + 0.125, 0.25)
+    values = -10.0 * (ts + 16.0)  # peak at the bottom: interpolation
+    values[np.flatnonzero(ts == -4.0)[0]] = bump  # the interior local maximum
+    k = int(np.flatnonzero(ts == -4.0)[0])
+    spec._evidence_scan = lambda lo=-16.0, hi=2.0, step=0.25: (
+        top, lambda t: float(np.interp(t, ts, values)), ts, values, k)
+    a, b, _ = spec.evidence_ridge()
+    expected = t_cv if bump < values[0] else -4.0
+    assert t_cv != pytest.approx(-4.0)
+    assert np.log10(a / b / top) == pytest.approx(expected, abs=1e-2)
+
+
 def test_design_spectrum_computes_the_cv_curve_only_when_the_evidence_interpolates():
     """The leave-one-group-out curve costs an SVD's U and a solve per group: ``from_design``
     computes it when the evidence peaks at vanishing regularisation, where it is used."""

@@ -554,6 +554,36 @@ def test_energy_forces_and_atomic_energies_consistent(mixed_model, cho_truth):
     np.testing.assert_allclose(ea, per_atom.transform(X) @ mixed_model.coef_ + e0[species], rtol=1e-12)
 
 
+def test_each_element_evaluates_only_the_products_it_needs(cho_truth):
+    """A hydrogen centre with a smaller basis (``center_max_degree``) reads a strict subset
+    of the product tree; energies and forces from the pruned tree equal c . B_i and
+    minus the energy gradient, and models saved before the product lists existed
+    (``folded_`` of four arrays) predict the same."""
+    X = cho_truth.train[:20]
+    desc = ACETransformer(cutoff=4.0, correlation_order=3, max_degree=6, center_max_degree={"H": 3})
+    model = ACERegressor(desc, solver="ridge", alpha=1e-3).fit(X)
+    d = model.descriptor_
+    node_indptr, nodes = model.folded_[4:]
+    n_tree = len(d.compiled_.tree_parent)
+    per_element = {el: nodes[node_indptr[e]:node_indptr[e + 1]] for e, el in enumerate(d.elements_)}
+    assert len(per_element["H"]) < len(per_element["C"]) <= n_tree
+    assert set(per_element["H"]) < set(range(n_tree))
+    mol, cell = molecule_and_cell()
+    ea = model.predict_atomic_energies([mol, cell])
+    per_atom = clone(d).set_params(per_atom=True).fit([mol, cell])
+    e0 = np.array([model.e0_[el] for el in d.elements_])
+    species = np.array([d.elements_.index(s) for a in (mol, cell) for s in a.get_chemical_symbols()])
+    np.testing.assert_allclose(ea, per_atom.transform([mol, cell]) @ model.coef_ + e0[species], rtol=1e-12)
+    F = model.predict_forces([mol])
+    np.testing.assert_allclose(F, numerical_forces(model, mol), rtol=0, atol=1e-6 * np.abs(F).max())
+    old = pickle.loads(pickle.dumps(model))
+    old.folded_ = old.folded_[:4]
+    E2, F2 = old.predict_energy_forces([mol, cell])
+    E1, F1 = model.predict_energy_forces([mol, cell])
+    np.testing.assert_array_equal(E2, E1)
+    np.testing.assert_array_equal(F2, F1)
+
+
 def test_supercell_consistency(mixed_model):
     cell = molecule_and_cell()[1]
     big = cell.repeat((2, 2, 2))

@@ -73,6 +73,16 @@ def products_forward(A, AA, tree_parent, tree_last, n_A):
 
 
 @njit(cache=True)
+def needed_products_forward(A, AA, tree_parent, tree_last, n_A, nodes, lo, hi):
+    """:func:`products_forward` for the stored products ``nodes[lo:hi]`` only (ascending)."""
+    AA[:n_A] = A
+    for t in range(lo, hi):
+        k = nodes[t]
+        AA[n_A + k] = AA[tree_parent[k]] * A[tree_last[k]]
+    AA[AA.shape[0] - 1] = 1.0
+
+
+@njit(cache=True)
 def features_from_products(A, AA, indptr, parent, last, vals, row_lo, row_hi, out):
     """``out[r - row_lo] = sum_e vals[e] AA[parent[e]] A[last[e]]`` for rows ``row_lo:row_hi``."""
     for r in range(row_lo, row_hi):
@@ -182,9 +192,10 @@ def _product_rule(target, d_parent, a_last, aa_parent, d_last, P, lo, hi, overwr
 @njit(cache=True)
 def atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_n, nl_l, nl_offset,
                         n_nlm, n_A, tree_parent, tree_last, w_lo, w_hi, w_parent, w_last, w_val,
-                        with_forces, f_pair):
+                        nodes, node_lo, node_hi, with_forces, f_pair):
     """Energy ``E_i = sum_e w_val[e] AA[w_parent[e]] A[w_last[e]]``; with forces, also
-    ``f_pair[p] = dE_i / dr_j`` for every pair of atom ``i`` (reverse mode through the tree).
+    ``f_pair[p] = dE_i / dr_j`` for every pair of atom ``i`` (reverse mode through the
+    stored products ``nodes[node_lo:node_hi]``, those the entries need).
     """
     energy = 0.0
     for e in range(w_lo, w_hi):
@@ -195,7 +206,8 @@ def atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_
     for e in range(w_lo, w_hi):
         gAA[w_parent[e]] += w_val[e] * A[w_last[e]]
         gAA[w_last[e]] += w_val[e] * AA[w_parent[e]]
-    for k in range(tree_parent.shape[0] - 1, -1, -1):
+    for t in range(node_hi - 1, node_lo - 1, -1):
+        k = nodes[t]
         gk = gAA[n_A + k]
         if gk != 0.0:
             gAA[tree_parent[k]] += gk * A[tree_last[k]]
@@ -324,16 +336,18 @@ def compute_feature_gradients_virial(structure_start, first, nbr, D, species, fa
 @njit(cache=True)
 def compute_energies_forces(first, nbr, D, species, family, params, n_radial, l_max, nl_n, nl_l,
                             nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent, w_last,
-                            w_val, max_pairs, n_chunks, with_forces, energies, f_pair):
+                            w_val, node_indptr, nodes, max_pairs, n_chunks, with_forces, energies, f_pair):
     """Atomic energies and pair forces ``f_pair[p] = dE_i / dr_j`` (adjoint, parallel over atoms).
 
     The fitted coefficients come folded into the product space
     (:func:`skace.maths.basis.fold_coefficients`): for central element ``e``,
-    entries ``w_indptr[e]:w_indptr[e + 1]`` of ``(w_parent, w_last, w_val)``.
+    entries ``w_indptr[e]:w_indptr[e + 1]`` of ``(w_parent, w_last, w_val)``,
+    which read the stored products ``nodes[node_indptr[e]:node_indptr[e + 1]]``.
     """
     compute_energies_forces_range(0, species.shape[0], first, nbr, D, species, family, params, n_radial, l_max,
                                   nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent,
-                                  w_last, w_val, max_pairs, n_chunks, with_forces, energies, f_pair)
+                                  w_last, w_val, node_indptr, nodes, max_pairs, n_chunks, with_forces, energies,
+                                  f_pair)
 
 
 @njit(cache=True, parallel=True)
@@ -352,7 +366,7 @@ def sum_rows_by_group(values, group_start, row_offset, row_width, out):
 @njit(cache=True, parallel=True)
 def compute_energies_forces_range(lo, hi, first, nbr, D, species, family, params, n_radial, l_max, nl_n, nl_l,
                                   nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent, w_last,
-                                  w_val, max_pairs, n_chunks, with_forces, energies, f_pair):
+                                  w_val, node_indptr, nodes, max_pairs, n_chunks, with_forces, energies, f_pair):
     """:func:`compute_energies_forces` for the atoms ``lo:hi`` only (parallel over them).
 
     ``first[lo:hi + 1]`` indexes this range's pairs in ``nbr``, ``D`` and
@@ -369,11 +383,13 @@ def compute_energies_forces_range(lo, hi, first, nbr, D, species, family, params
         for i in range(lo + c_lo, lo + c_hi):
             atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
                         nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
-            products_forward(A, AA, tree_parent, tree_last, n_A)
             e = species[i]
+            needed_products_forward(A, AA, tree_parent, tree_last, n_A, nodes, node_indptr[e],
+                                    node_indptr[e + 1])
             energies[i] = atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_n, nl_l,
                                               nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr[e],
-                                              w_indptr[e + 1], w_parent, w_last, w_val, with_forces, f_pair)
+                                              w_indptr[e + 1], w_parent, w_last, w_val, nodes, node_indptr[e],
+                                              node_indptr[e + 1], with_forces, f_pair)
 
 
 @njit(cache=True)

@@ -310,6 +310,9 @@ def fold_coefficients(basis, coef):
     w_indptr : ndarray (n_elements + 1,)
         Entries of central element ``e`` are ``w_indptr[e]:w_indptr[e + 1]``.
     w_parent, w_last, w_val : ndarray
+    node_indptr, nodes : ndarray
+        The stored products that central element ``e`` needs, ascending:
+        ``nodes[node_indptr[e]:node_indptr[e + 1]]`` (see :func:`needed_products`).
     """
     coef = np.asarray(coef, dtype=float)
     rows = np.repeat(np.arange(len(basis.indptr) - 1), np.diff(basis.indptr))
@@ -325,4 +328,36 @@ def fold_coefficients(basis, coef):
     parent = (ukey // basis.n_A) % n_AA1
     center = ukey // (basis.n_A * n_AA1)
     w_indptr = np.searchsorted(center, np.arange(basis.n_elements + 1)).astype(np.int64)
-    return w_indptr, parent.astype(np.int64), last.astype(np.int64), w
+    parent = parent.astype(np.int64)
+    return (w_indptr, parent, last.astype(np.int64), w) + needed_products(basis, w_indptr, parent)
+
+
+def needed_products(basis, w_indptr, w_parent):
+    """Per central element, the stored products (tree nodes) its folded energy reads.
+
+    A model's atoms of element ``e`` only need the products that some entry of
+    ``e`` multiplies, and their ancestors in the product tree; the rest of the
+    tree (the other elements' products, those of pruned or zero coefficients)
+    is skipped at prediction.
+
+    Returns
+    -------
+    node_indptr : ndarray (n_elements + 1,)
+    nodes : ndarray
+        Tree indices ``k`` (product ``AA[n_A + k]``), ascending per element.
+    """
+    n_A, n_tree = basis.n_A, len(basis.tree_parent)
+    tree_parent = np.asarray(basis.tree_parent)
+    parts = []
+    for e in range(basis.n_elements):
+        k = w_parent[w_indptr[e]:w_indptr[e + 1]] - n_A
+        needed = np.zeros(n_tree, dtype=bool)
+        while k.size:  # one tree level per sweep: at most correlation_order sweeps
+            k = np.unique(k[(k >= 0) & (k < n_tree)])
+            k = k[~needed[k]]
+            needed[k] = True
+            k = tree_parent[k] - n_A
+        parts.append(np.flatnonzero(needed))
+    node_indptr = np.concatenate([[0], np.cumsum([len(q) for q in parts])]).astype(np.int64)
+    nodes = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+    return node_indptr, nodes
