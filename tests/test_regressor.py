@@ -275,6 +275,22 @@ def noisy_cho(cho_truth):
     return train
 
 
+def test_prior_order_auto_is_stronger_only_when_the_fit_interpolates(cho_truth, noisy_cho):
+    """``prior_order="auto"`` (default) fits with order 3 when the evidence peaks at vanishing
+    regularisation (noise-free data, more functions than rows: cross-validation chooses alpha),
+    else with order 2; either way the same model as that order given explicitly."""
+    desc = dict(cutoff=4.0, correlation_order=3, max_degree=6)
+    for data, order in ((cho_truth.train[:10], 3.0), (noisy_cho, 2.0)):
+        auto = ACERegressor(ACETransformer(**desc)).fit(data)
+        assert auto.get_params()["prior_order"] == "auto"
+        assert auto.prior_order_ == order
+        assert (auto.spectrum_.cv is not None) == (order == 3.0)
+        fixed = ACERegressor(ACETransformer(**desc), prior_order=order).fit(data)
+        np.testing.assert_array_equal(auto.coef_, fixed.coef_)
+        other = ACERegressor(ACETransformer(**desc), prior_order=5.0 - order).fit(data)
+        assert not np.allclose(auto.coef_, other.coef_)
+
+
 @pytest.mark.parametrize("standardize", [True, False])
 @pytest.mark.parametrize("design_limit", [BIG, 0], ids=["design", "gram"])
 @pytest.mark.parametrize("prior", ["algebraic", "none"])
