@@ -59,8 +59,8 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
             max_pairs = max(int(np.diff(first).max()), 1)
             f_pair = np.empty((len(nbr) if need_pairs else 0, 3))
             _k.compute_energies_forces_range(lo, hi, first_all, nbr, D, species, *basis_args, w_indptr, w_parent,
-                                             w_last, w_val, node_indptr, nodes, max_pairs, n_chunks(hi - lo), need_pairs, energies,
-                                             f_pair)
+                                             w_last, w_val, node_indptr, nodes, max_pairs, n_chunks(hi - lo),
+                                             need_pairs, energies, f_pair)
             if need_pairs:
                 _k.scatter_pair_forces(lo, hi, first_all, nbr, D, f_pair, F, virial)
             # size the next chunk to about CHUNK_PAIRS pairs
