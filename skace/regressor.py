@@ -59,8 +59,8 @@ DEFAULT_DEGREES = (
 #: hydrogen 16/7/5.5/4.5 (27490).
 DEFAULT_MAX_FEATURES = 28200
 
-#: Prior orders of ``prior_order="auto"``: (a fit with enough data, one that can interpolate
-#: its data). Validation on rMD17 training splits: ``benchmarks/tuning/defaults_2026-12-03.md``.
+#: Prior orders of ``prior_order="auto"``: (a fit with enough data, a clearly underdetermined
+#: one). Validation on rMD17 training splits: ``benchmarks/tuning/defaults_2026-12-03.md``.
 AUTO_PRIOR_ORDERS = (2.0, 3.0)
 
 
@@ -164,13 +164,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     prior : {"algebraic", "exponential", "none"}, default="algebraic"
         Smoothness prior ``Gamma`` (:mod:`skace.maths.priors`).
     prior_order : float or "auto", default="auto"
-        Order ``p`` of the prior. "auto": 3 when the fit can interpolate its
-        training data (few structures for the basis: the evidence then peaks
-        at vanishing regularisation and leave-one-structure-out
-        cross-validation chooses ``alpha``), else 2. The fitted order is
-        ``prior_order_``. In validation on rMD17 training splits the stronger
-        prior generalised better from 50 and 100 configurations (energy MAE
-        4-12 % lower on four molecules) and 2 % worse from 250 (ethanol).
+        Order ``p`` of the prior. "auto": 3 when the fit is clearly
+        underdetermined (at most 3/4 as many energy, force and stress rows as
+        unknowns, so that it can interpolate its data and leans on the
+        prior), else 2. The fitted order is ``prior_order_``. In validation
+        on rMD17 training splits the stronger prior generalised better from
+        50 and 100 configurations (energy MAE 4-12 % lower on four molecules)
+        and 2 % worse from 250 (ethanol).
     standardize : bool, default=False
         Divide each feature by its root-sum-square over the weighted rows
         before the prior applies (the prior then acts on standardised
@@ -409,12 +409,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             return self._solve(system, key, e0, gamma, order, float(self.energy_weight), fw, joint, sw,
                                cache=cache)
 
-        auto = isinstance(self.prior_order, str)
-        order = AUTO_PRIOR_ORDERS[0] if auto else float(self.prior_order)
+        if isinstance(self.prior_order, str):  # "auto": a fit with clearly fewer rows than unknowns
+            rows = len(system.yE) + (system.mF if fw > 0 else 0) + (system.mS if sw > 0 else 0)
+            unknowns = system.n_features + (len(elements) if joint else 0)
+            order = AUTO_PRIOR_ORDERS[int(4 * rows <= 3 * unknowns)]  # leans on its prior: a stronger one
+        else:
+            order = float(self.prior_order)
         coef = solve(order)
-        if auto and self.prior != "none" and self.spectrum_ is not None and self.spectrum_.cv is not None:
-            order = AUTO_PRIOR_ORDERS[1]  # the fit interpolates: the smoothness prior carries more
-            coef = solve(order)
         self.prior_order_ = order
         nf = descriptor.n_features_out_
         self.coef_ = coef[:nf]

@@ -275,20 +275,24 @@ def noisy_cho(cho_truth):
     return train
 
 
-def test_prior_order_auto_is_stronger_only_when_the_fit_interpolates(cho_truth, noisy_cho):
-    """``prior_order="auto"`` (default) fits with order 3 when the evidence peaks at vanishing
-    regularisation (noise-free data, more functions than rows: cross-validation chooses alpha),
-    else with order 2; either way the same model as that order given explicitly."""
+def test_prior_order_auto_is_stronger_only_when_the_fit_is_underdetermined(cho_truth, noisy_cho):
+    """``prior_order="auto"`` (default) fits with order 3 when there are at most 3/4 as many
+    rows as unknowns, else with order 2; either way the same model as that order given
+    explicitly. Forces count as rows only when they are fitted."""
     desc = dict(cutoff=4.0, correlation_order=3, max_degree=6)
+    n = ACETransformer(**desc).fit(noisy_cho).n_features_out_ + 3
     for data, order in ((cho_truth.train[:10], 3.0), (noisy_cho, 2.0)):
+        rows = sum(3 * len(a) + 1 for a in data)
+        assert (4 * rows <= 3 * n) == (order == 3.0)  # the two cases are on either side
         auto = ACERegressor(ACETransformer(**desc)).fit(data)
         assert auto.get_params()["prior_order"] == "auto"
         assert auto.prior_order_ == order
-        assert (auto.spectrum_.cv is not None) == (order == 3.0)
         fixed = ACERegressor(ACETransformer(**desc), prior_order=order).fit(data)
         np.testing.assert_array_equal(auto.coef_, fixed.coef_)
         other = ACERegressor(ACETransformer(**desc), prior_order=5.0 - order).fit(data)
         assert not np.allclose(auto.coef_, other.coef_)
+    energy_only = ACERegressor(ACETransformer(**desc), force_weight=0.0).fit(noisy_cho)
+    assert energy_only.prior_order_ == 3.0  # 30 energy rows
 
 
 @pytest.mark.parametrize("standardize", [True, False])
