@@ -322,6 +322,11 @@ CV_MAX_BYTES = 1 * 2**30
 SPECTRUM_CACHE = LRUCache(2 * 2**30)
 
 
+def clearly_underdetermined(rows, unknowns):
+    """At most 3/4 as many rows as unknowns: a fit that can interpolate its data."""
+    return 4 * rows <= 3 * unknowns
+
+
 def keeps_design(n_atoms, n_structures, n_features, design_limit):
     """Whether a fit keeps its force rows as a design (SVD route) rather than a Gram matrix.
 
@@ -330,7 +335,7 @@ def keeps_design(n_atoms, n_structures, n_features, design_limit):
     interpolate, which only the design's exact zero singular values handle.
     """
     rows = 3 * n_atoms + n_structures
-    return 3 * n_atoms * n_features <= design_limit or 4 * rows <= 3 * n_features
+    return 3 * n_atoms * n_features <= design_limit or clearly_underdetermined(rows, n_features)
 
 
 def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements, species_counts,

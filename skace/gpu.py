@@ -242,7 +242,7 @@ class DeviceModel:
         if self.folded is None:
             raise ValueError("this DeviceModel holds no coefficients")
         b = self.basis
-        w_indptr, w_parent, w_last, w_val = self.folded[:4]
+        w_indptr, w_parent, w_last, w_val = self.folded
         n_atoms = len(nl.species)
         energies = cuda.device_array(n_atoms)
         with_gradient = bool(forces or virial)

@@ -13,8 +13,8 @@ from . import chunked as _chunked
 from . import streaming as _streaming
 from .baselines import baseline_terms
 from .descriptor import ACETransformer, _check_device, n_chunks, numba_threads
-from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, column_scale, energy_row_scale, fingerprint,
-                      read_stress, read_targets)
+from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale,
+                      energy_row_scale, fingerprint, read_stress, read_targets)
 from .kernels import ace as _k
 from .linalg import GramSolver, ard
 from .maths.basis import fold_coefficients, needed_products
@@ -401,22 +401,17 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         joint = self.e0 == "auto"
         fw = 0.0 if energy_only else float(self.force_weight)
         sw = float(self.stress_weight) if use_stress else 0.0
-
-        def solve(order):
-            gamma = smoothness_prior(descriptor.basis_.features, self.prior, order)
-            if joint:
-                gamma = np.concatenate([gamma, np.ones(len(elements))])
-            return self._solve(system, key, e0, gamma, order, float(self.energy_weight), fw, joint, sw,
-                               cache=cache)
-
         if isinstance(self.prior_order, str):  # "auto": a fit with clearly fewer rows than unknowns
             rows = len(system.yE) + (system.mF if fw > 0 else 0) + (system.mS if sw > 0 else 0)
             unknowns = system.n_features + (len(elements) if joint else 0)
-            order = AUTO_PRIOR_ORDERS[int(4 * rows <= 3 * unknowns)]  # leans on its prior: a stronger one
+            order = AUTO_PRIOR_ORDERS[int(clearly_underdetermined(rows, unknowns))]  # leans on its prior
         else:
             order = float(self.prior_order)
-        coef = solve(order)
         self.prior_order_ = order
+        gamma = smoothness_prior(descriptor.basis_.features, self.prior, order)
+        if joint:
+            gamma = np.concatenate([gamma, np.ones(len(elements))])
+        coef = self._solve(system, key, e0, gamma, order, float(self.energy_weight), fw, joint, sw, cache=cache)
         nf = descriptor.n_features_out_
         self.coef_ = coef[:nf]
         if joint:
