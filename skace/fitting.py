@@ -181,23 +181,28 @@ class LinearSystem:
             nf, nc = self.n_features, self.XE.shape[1] - self.n_features
             width = nf + nc if joint_e0 else nf
             yE = self.yE - self.XE[:, nf:] @ e0
-            parts = [energy_weight * self.XE[:, :width]]
+            # (rows, weight) blocks of the weighted design; E0 columns of force and virial rows are 0
+            blocks = [(self.XE[:, :width], energy_weight)]
             targets = [energy_weight * yE]
             if force_weight > 0 and self.mF:
-                XF = force_weight * self.XF
-                parts.append(np.hstack([XF, np.zeros((len(XF), width - nf))]) if joint_e0 else XF)
+                blocks.append((self.XF, force_weight))
                 targets.append(force_weight * self.yF)
             if stress_weight > 0 and self.mS:
-                XS = stress_weight * self.XS
-                parts.append(np.hstack([XS, np.zeros((len(XS), width - nf))]) if joint_e0 else XS)
+                blocks.append((self.XS, stress_weight))
                 targets.append(stress_weight * self.yS)
-            X = np.vstack(parts)
+            # filled in place, in Fortran order, which the SVD then overwrites instead of copying
+            X = np.zeros((sum(len(rows) for rows, _ in blocks), width), order="F")
+            row = 0
+            for rows, weight in blocks:
+                block = X[row:row + len(rows), :rows.shape[1]]
+                np.multiply(rows, weight, out=block)
+                row += len(rows)
             scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
             X /= scale
             groups = self.row_groups(stress_weight) if force_weight > 0 and self.mF else None
             if groups is not None and X.shape[0] * min(X.shape) * 8 > CV_MAX_BYTES:
                 groups = None  # the left singular vectors would be too large to keep
-            return Spectrum.from_design(X, np.concatenate(targets), groups), scale
+            return Spectrum.from_design(X, np.concatenate(targets), groups, overwrite=True), scale
         G, b, yy, m = self.gram(energy_weight, force_weight, e0, joint_e0, stress_weight)
         scale = column_scale(np.sqrt(np.diag(G).copy()), prior, standardize)
         for i0 in range(0, len(scale), 1024):  # in row blocks: no full-size temporaries

@@ -196,10 +196,13 @@ class Spectrum:
     cv: tuple = None  # (t, score): leave-one-group-out CV error at lam = lam[0] * 10**t, or None
 
     @classmethod
-    def from_design(cls, X, y, groups=None):
+    def from_design(cls, X, y, groups=None, overwrite=False):
         """By SVD of the design ``X`` (m, n). ``groups`` (one label per row, e.g. the
-        structure a row belongs to) adds the leave-one-group-out curve :attr:`cv`."""
-        U, s, Vt = linalg.svd(X, full_matrices=False, lapack_driver="gesdd", check_finite=False)
+        structure a row belongs to) adds the leave-one-group-out curve :attr:`cv`.
+        ``overwrite=True`` lets LAPACK destroy a Fortran-ordered ``X`` instead of
+        copying it (one design's worth of memory less)."""
+        U, s, Vt = linalg.svd(X, full_matrices=False, lapack_driver="gesdd", check_finite=False,
+                              overwrite_a=overwrite)
         spec = cls(s * s, Vt.T, s * (U.T @ y), float(y @ y), X.shape[0], X.shape[1])
         # the curve is only consulted when the evidence peaks at vanishing regularisation
         # (evidence_ridge): skip its cost, and U's memory, otherwise
