@@ -209,23 +209,41 @@ class LinearSystem:
             G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
         return Spectrum.from_gram(G, b / scale, yy, m), scale
 
-    def gram(self, energy_weight, force_weight, e0, joint_e0=False, stress_weight=0.0):
-        """``(G, b, |y|^2, m)`` of the weighted problem (features, then E0 corrections if ``joint_e0``)."""
+    def gram(self, energy_weight, force_weight, e0, joint_e0=False, stress_weight=0.0, consume=False):
+        """``(G, b, |y|^2, m)`` of the weighted problem (features, then E0 corrections if ``joint_e0``).
+
+        With ``consume``, the force Gram matrix ``GF`` is scaled and completed
+        in its own storage (grown in place when it was allocated by
+        :func:`gram_buffer`), so that the fit holds one n x n matrix, not two;
+        the system then has no ``GF`` left and cannot be solved again.
+        """
         nf = self.n_features
         width = self.XE.shape[1] if joint_e0 else nf
         yE = self.yE - self.XE[:, nf:] @ e0
         XE = self.XE[:, :width]
-        G = symmetrize_upper(gram_update(np.zeros((width, width)), XE))
-        G *= energy_weight**2
+        forces = force_weight > 0 and self.mF
+        G = None
+        if consume and forces and self.GF is not None:
+            G = square_in_place(self.GF, width)
+            if G is not None:
+                self.GF = None
+                G *= force_weight**2
+        if G is None:
+            G = np.zeros((width, width))
+            if forces:
+                GF = self.GF
+                if GF is None:
+                    if self.XF is None:
+                        raise RuntimeError("this system's force Gram matrix was consumed by a previous solve")
+                    GF = symmetrize_upper(gram_update(np.zeros((nf, nf)), self.XF))
+                for i0 in range(0, nf, 1024):  # row blocks: no full-size temporaries
+                    G[i0:min(i0 + 1024, nf), :nf] += force_weight**2 * GF[i0:i0 + 1024]
+        # the energy rows' Gram adds to the upper triangle, which then overwrites the lower one
+        symmetrize_upper(gram_update(G, energy_weight * XE))
         b = energy_weight**2 * (XE.T @ yE)
         yy = energy_weight**2 * float(yE @ yE)
         m = len(yE)
-        if force_weight > 0 and self.mF:
-            GF = self.GF
-            if GF is None:
-                GF = symmetrize_upper(gram_update(np.zeros((nf, nf)), self.XF))
-            for i0 in range(0, nf, 1024):  # row blocks: no full-size temporaries
-                G[i0:min(i0 + 1024, nf), :nf] += force_weight**2 * GF[i0:i0 + 1024]
+        if forces:
             bF = self.bF if self.XF is None else self.XF.T @ self.yF
             b[:nf] += force_weight**2 * bF
             yy += force_weight**2 * self.yyF
@@ -240,6 +258,50 @@ class LinearSystem:
             yy += stress_weight**2 * self.yyS
             m += self.mS
         return G, b, yy, m
+
+
+def gram_buffer(n_features, width):
+    """A zero ``n_features`` x ``n_features`` Gram matrix held at the top left of a
+    ``width`` x ``width`` buffer (``width``: features plus E0 columns), so that
+    :meth:`LinearSystem.gram` can grow it in place into the joint system's matrix."""
+    return np.zeros((width, width))[:n_features, :n_features]
+
+
+def square_in_place(G, width):
+    """The storage of the square ``G`` reused as a C-contiguous ``width`` x ``width`` matrix with
+    ``G`` at its top left and zeros elsewhere, or None when that storage is too small.
+
+    ``G`` is either C-contiguous or the top-left view made by :func:`gram_buffer`.
+    Rows move to their new places in increasing order, so no row is overwritten
+    before it has moved. ``G`` itself must not be used afterwards.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skace.fitting import gram_buffer, square_in_place
+    >>> G = gram_buffer(2, 3); G[...] = [[1.0, 2.0], [2.0, 5.0]]
+    >>> square_in_place(G, 3)
+    array([[1., 2., 0.],
+           [2., 5., 0.],
+           [0., 0., 0.]])
+    """
+    n = G.shape[0]
+    base = G if G.base is None else G.base
+    if (not isinstance(base, np.ndarray) or base.ndim != 2 or not base.flags.c_contiguous
+            or base.dtype != np.float64 or base.ctypes.data != G.ctypes.data
+            or G.strides != (base.strides[0], G.itemsize)):
+        return None
+    stride = base.shape[1]
+    if not n <= width <= stride or base.size < width * width:
+        return None  # rows would have to spread out: a later row's source would be overwritten
+    if stride == width:
+        return base[:width]
+    flat = base.reshape(-1)
+    for i in range(n):  # compact the rows: a destination never passes an unread source
+        flat[i * width:i * width + n] = flat[i * stride:i * stride + n]
+        flat[i * width + n:(i + 1) * width] = 0.0
+    flat[n * width:width * width] = 0.0
+    return flat[:width * width].reshape(width, width)
 
 
 def column_scale(norm, prior, standardize=True):
@@ -431,7 +493,11 @@ def merge_systems(parts):
         arrays = [getattr(p, name) for p in parts if getattr(p, name) is not None]
         if not arrays:
             return None
-        out = arrays[0].copy()
+        if name == "GF":  # keeps room for the E0 columns (see gram_buffer)
+            out = gram_buffer(len(arrays[0]), parts[0].XE.shape[1])
+            out += arrays[0]
+        else:
+            out = arrays[0].copy()
         for a in arrays[1:]:
             out += a
         return out
@@ -497,7 +563,7 @@ def _assemble_block(descriptor, structures, energies, forces, energy_scale, weig
     n_atoms = len(forces)
     atom_weight = np.repeat(weights, [len(a) for a in structures])
     XF = np.empty((3 * n_atoms, nf)) if use_design else None
-    GF = None if use_design else np.zeros((nf, nf))
+    GF = None if use_design else gram_buffer(nf, XE.shape[1])
     bF = np.zeros(nf)
     yF = (forces * atom_weight[:, None]).ravel()
     XS = np.empty((len(yS), nf)) if has_stress and use_design else None

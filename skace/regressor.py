@@ -389,11 +389,17 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 bar.close()
             if self.cache:
                 SYSTEM_CACHE.put(key, system)
+        # a system too large for the cache is used once: its Gram matrix may become the solver's
+        consume = not (self.cache and SYSTEM_CACHE.get(key) is system)
+        return self._finish_fit(descriptor, system, key, counts, energies, escale, energy_only, use_stress,
+                                consume=consume)
 
-        return self._finish_fit(descriptor, system, key, counts, energies, escale, energy_only, use_stress)
+    def _finish_fit(self, descriptor, system, key, counts, energies, escale, energy_only, use_stress, cache=True,
+                    consume=False):
+        """Reference energies, prior and solution of an assembled ``system``; sets the fitted attributes.
 
-    def _finish_fit(self, descriptor, system, key, counts, energies, escale, energy_only, use_stress, cache=True):
-        """Reference energies, prior and solution of an assembled ``system``; sets the fitted attributes."""
+        ``consume``: the system is not used again, so its force Gram matrix may be
+        overwritten (:meth:`LinearSystem.gram`)."""
         elements = descriptor.elements_
         self.descriptor_ = descriptor
         self._system_key = key
@@ -411,7 +417,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         gamma = smoothness_prior(descriptor.basis_.features, self.prior, order)
         if joint:
             gamma = np.concatenate([gamma, np.ones(len(elements))])
-        coef = self._solve(system, key, e0, gamma, order, float(self.energy_weight), fw, joint, sw, cache=cache)
+        coef = self._solve(system, key, e0, gamma, order, float(self.energy_weight), fw, joint, sw, cache=cache,
+                           consume=consume)
         nf = descriptor.n_features_out_
         self.coef_ = coef[:nf]
         if joint:
@@ -460,14 +467,14 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         return np.linalg.lstsq(counts * w, energies * row_scale, rcond=None)[0]
 
     def _solve(self, system, key, e0, gamma, prior_order, energy_weight, force_weight, joint, stress_weight=0.0,
-               cache=True):
+               cache=True, consume=False):
         """Coefficients (features, then E0 corrections if ``joint``); sets alpha_, scale_, posterior."""
         use_design = system.XF is not None or system.mF == 0
         self.spectrum_ = None
         self._posterior = None
         big = not use_design and system.n_features > self.eigen_limit
         if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")):
-            G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint, stress_weight)
+            G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint, stress_weight, consume=consume)
             scale = column_scale(np.sqrt(np.maximum(np.diag(G), 0.0)), gamma, self.standardize)
             for i0 in range(0, len(scale), 1024):
                 G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]

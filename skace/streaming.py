@@ -19,7 +19,7 @@ import uuid
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
-from .fitting import LinearSystem, assemble_block, energy_row_scale, read_stress, read_targets
+from .fitting import LinearSystem, assemble_block, energy_row_scale, gram_buffer, read_stress, read_targets
 from .structures import as_structure_list, species_indices
 
 #: Atoms per block read from a stream.
@@ -100,7 +100,7 @@ def fit_stream(model, X):
     energy_only = model.force_weight == 0
     use_stress = model.stress_weight > 0
     XE, yE, counts_all, energies_all, escale_all = [], [], [], [], []
-    GF, bF, GS, bS = np.zeros((nf, nf)), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf)
+    GF, bF, GS, bS = gram_buffer(nf, nf + len(elements)), np.zeros(nf), np.zeros((nf, nf)), np.zeros(nf)
     yyF = yyS = 0.0
     mF = mS = 0
     offset = 0
@@ -142,5 +142,5 @@ def fit_stream(model, X):
         system.GS, system.bS, system.yyS, system.mS = GS, bS, yyS, mS
     model._finish_fit(descriptor, system, f"stream:{uuid.uuid4().hex}", np.concatenate(counts_all),
                       np.concatenate(energies_all), np.concatenate(escale_all), energy_only,
-                      use_stress, cache=False)
+                      use_stress, cache=False, consume=True)
     return model

@@ -380,6 +380,61 @@ def test_cholesky_route_agrees_with_eigen_route(noisy_cho, cho_truth):
         np.testing.assert_allclose(b.coef_, a.coef_, rtol=0, atol=1e-6 * np.abs(a.coef_).max())
 
 
+@pytest.mark.parametrize("n_blocks", [None, 3])
+@pytest.mark.parametrize("solver", ["bayesian", "ard"])
+@pytest.mark.parametrize("e0", ["auto", "dict"])
+def test_single_use_system_gives_the_cached_fit(noisy_cho, monkeypatch, e0, solver, n_blocks):
+    """A system too large to cache is solved in the storage of its force Gram matrix (grown
+    in place by the E0 columns, or compacted without them): the same arithmetic, so the
+    same coefficients to the last bit as a cached system, whose matrix is copied."""
+    taken = []
+    original = skace.fitting.square_in_place
+    monkeypatch.setattr(skace.fitting, "square_in_place", lambda G, width: taken.append(original(G, width))
+                        or taken[-1])
+    params = dict(descriptor=ACETransformer(**KW), e0="auto" if e0 == "auto" else dict(E0), solver=solver,
+                  design_limit=0, eigen_limit=0, n_blocks=n_blocks)
+    skace.fitting.SYSTEM_CACHE.clear()  # its key ignores n_blocks: a one-block system rounds differently
+    cached = ACERegressor(**params).fit(noisy_cho)
+    assert taken == []  # a cached system keeps its matrix
+    single = ACERegressor(cache=False, **params).fit(noisy_cho)
+    assert len(taken) == 1 and taken[0] is not None  # solved in place
+    nf = single.n_features_
+    assert taken[0].shape == ((nf + 3,) * 2 if e0 == "auto" else (nf, nf))
+    np.testing.assert_array_equal(single.coef_, cached.coef_)
+    assert single.e0_ == cached.e0_ and single.alpha_ == cached.alpha_
+
+
+def test_single_use_gram_fit_holds_one_matrix(monkeypatch):
+    """Peak traced memory of a Cholesky-route fit that does not cache its system: one
+    (features + E0) square matrix and small blocks (1.37 of it here), not the force Gram
+    matrix beside the solver's (2.37 before session 14)."""
+    import functools
+    import tracemalloc
+
+    import skace.linalg
+
+    # narrow BLAS blocks, so that their temporaries are small beside this small matrix
+    monkeypatch.setattr(skace.fitting, "gram_update", functools.partial(skace.linalg.gram_update, block=256))
+    monkeypatch.setattr(skace.fitting, "symmetrize_upper",
+                        functools.partial(skace.linalg.symmetrize_upper, block=256))
+    rng = np.random.default_rng(3)
+    clusters = [random_cluster(rng, int(rng.integers(5, 9))) for _ in range(150)]
+    data = Truth(clusters, clusters[:1], seed=4).train
+    desc = ACETransformer(cutoff=4.0, correlation_order=3, max_degree=9, max_memory=1)
+    model = ACERegressor(desc, cache=False, design_limit=0, eigen_limit=0)
+    model.fit(data[:2])  # compile and build the basis outside the measurement
+    width = model.n_features_ + 3
+    assert not skace.fitting.clearly_underdetermined(3 * sum(len(a) for a in data) + len(data), width)
+    tracemalloc.start()
+    try:
+        model.fit(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert model.spectrum_ is None  # the Cholesky route
+    assert peak < 1.7 * 8 * width**2, (peak / (8 * width**2), width)
+
+
 # ======================================================================
 # solvers, uncertainty, regularisation path
 # ======================================================================
