@@ -239,7 +239,8 @@ class LinearSystem:
                 for i0 in range(0, nf, 1024):  # row blocks: no full-size temporaries
                     G[i0:min(i0 + 1024, nf), :nf] += force_weight**2 * GF[i0:i0 + 1024]
         # the energy rows' Gram adds to the upper triangle, which then overwrites the lower one
-        symmetrize_upper(gram_update(G, energy_weight * XE))
+        # (scaled after the product, as before session 14: the same rounding as a separate matrix)
+        symmetrize_upper(gram_update(G, XE, scale=energy_weight**2))
         b = energy_weight**2 * (XE.T @ yE)
         yy = energy_weight**2 * float(yE @ yE)
         m = len(yE)

@@ -31,8 +31,8 @@ DPOTRF_SAFE_N = 15000
 CV_FALLBACK_DECADES = 3.0
 
 
-def gram_update(G, X, block=GRAM_BLOCK):
-    """``G += X.T @ X`` in column blocks (upper triangle only; see :func:`symmetrize_upper`).
+def gram_update(G, X, block=GRAM_BLOCK, scale=1.0):
+    """``G += scale * X.T @ X`` in column blocks (upper triangle only; see :func:`symmetrize_upper`).
 
     Blocked GEMM keeps each BLAS call narrow, which sidesteps the OpenBLAS
     crash on wide ``A.T @ A``, and computing only ``ib <= jb`` halves the work.
@@ -43,7 +43,10 @@ def gram_update(G, X, block=GRAM_BLOCK):
         Xj = X[:, j0:j1]
         for i0 in range(0, j1, block):
             i1 = min(i0 + block, n)
-            G[i0:i1, j0:j1] += X[:, i0:i1].T @ Xj
+            product = X[:, i0:i1].T @ Xj
+            if scale != 1.0:
+                product *= scale
+            G[i0:i1, j0:j1] += product
     return G
 
 

@@ -208,6 +208,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         unavailable.
     cache : bool, default=True
         Reuse the assembled system when only regression parameters change.
+        A system larger than the cache (``skace.fitting.SYSTEM_CACHE``,
+        3 GiB), or any system with ``cache=False``, is used once: its force
+        Gram matrix becomes the solver's matrix in place, so the fit holds
+        one ``n_features`` square matrix instead of two.
     n_blocks : int, optional
         Assemble the least-squares system in this many blocks of structures,
         each a ``joblib`` task: sequential by default, on a cluster inside
