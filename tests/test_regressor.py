@@ -387,10 +387,14 @@ def test_single_use_system_gives_the_cached_fit(noisy_cho, monkeypatch, e0, solv
     """A system too large to cache is solved in the storage of its force Gram matrix (grown
     in place by the E0 columns, or compacted without them): the same arithmetic, so the
     same coefficients to the last bit as a cached system, whose matrix is copied."""
-    taken = []
+    taken = []  # what each in-place attempt returned
     original = skace.fitting.square_in_place
-    monkeypatch.setattr(skace.fitting, "square_in_place", lambda G, width: taken.append(original(G, width))
-                        or taken[-1])
+
+    def recording(G, width):
+        taken.append(original(G, width))
+        return taken[-1]
+
+    monkeypatch.setattr(skace.fitting, "square_in_place", recording)
     params = dict(descriptor=ACETransformer(**KW), e0="auto" if e0 == "auto" else dict(E0), solver=solver,
                   design_limit=0, eigen_limit=0, n_blocks=n_blocks)
     skace.fitting.SYSTEM_CACHE.clear()  # its key ignores n_blocks: a one-block system rounds differently
