@@ -130,6 +130,7 @@ def run_one(molecule, n_train, settings, folder, threads, save_dir=None):
         "peak_memory_MiB": peak,
         "predict_us_per_atom": 1e6 * best / n_atoms,
         "alpha": float(model.alpha_),
+        "alpha_limited": bool(model.alpha_limited_),
         "prior_order": float(getattr(model, "prior_order_", model.prior_order)),
         "threads": numba.get_num_threads(),
     }

@@ -16,7 +16,7 @@ from .descriptor import ACETransformer, _check_device, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale,
                       energy_row_scale, fingerprint, read_stress, read_targets)
 from .kernels import ace as _k
-from .linalg import GramSolver, ard
+from .linalg import GRAM_JITTER, GramSolver, ard
 from .maths.basis import fold_coefficients, needed_products
 from .maths.priors import PRIORS, smoothness_prior
 from .structures import as_structure_list, species_indices
@@ -205,7 +205,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "bayesian" solvers use Cholesky factorisations (the evidence is
         maximised by a scalar search) instead of one eigendecomposition,
         which is far slower at that size; ``regularization_path`` is then
-        unavailable.
+        unavailable. The "bayesian" search there adds a floor of
+        ``skace.linalg.GRAM_JITTER`` times each standardised column's squared
+        norm to its prior precision (part of the prior its evidence scores), so
+        that rounding in the Gram matrix does not decide how weak the
+        regularisation can be; "ridge" uses ``alpha`` alone.
     cache : bool, default=True
         Reuse the assembled system when only regression parameters change.
         A system larger than the cache (``skace.fitting.SYSTEM_CACHE``,
@@ -235,6 +239,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     e0_ : dict
     alpha_ : float
         Regularisation used (``alpha / beta`` ratio for the Bayesian solver).
+    alpha_limited_ : bool
+        True when the Bayesian solver's Cholesky route stopped at the smallest
+        ``alpha_`` whose Gram matrix it could factorise while the evidence was
+        still rising: the evidence maximum lies at weaker regularisation than
+        the Gram matrix resolves in double precision, and ``alpha_`` is set
+        by rounding (it can move with the thread count). The fit is still a
+        valid ridge fit; the SVD route (``design_limit``) avoids the limit.
     prior_order_ : float
         Order of the smoothness prior used (``prior_order``, resolved if "auto").
     n_features_ : int
@@ -476,6 +487,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         use_design = system.XF is not None or system.mF == 0
         self.spectrum_ = None
         self._posterior = None
+        self.alpha_limited_ = False
         big = not use_design and system.n_features > self.eigen_limit
         if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")):
             G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint, stress_weight, consume=consume)
@@ -491,12 +503,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 self.ard_precision_ = a
                 self._posterior = ("ard", kept, np.linalg.cholesky(cov + 1e-300 * np.eye(len(kept))), None)
                 return d / scale
-            gs = GramSolver(G, b, yy, m)
+            gs = GramSolver(G, b, yy, m, jitter=GRAM_JITTER if self.solver == "bayesian" else 0.0)
             del G
             if self.solver == "ridge":
                 lam = float(self.alpha)
             else:
                 alpha, beta, self.log_evidence_ = gs.evidence_search()
+                self.alpha_limited_ = gs.limited
                 lam = alpha / beta
                 self.beta_ = beta
                 self._posterior = ("cholesky", None, gs.factor(lam)[0], beta)

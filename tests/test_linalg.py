@@ -81,7 +81,7 @@ def test_cholesky_solver_matches_spectrum():
     y = X @ rng.normal(size=40) + 0.05 * rng.normal(size=200)
     G, b = X.T @ X, X.T @ y
     spec = Spectrum.from_gram(G.copy(), b, y @ y, 200)
-    gs = GramSolver(G.copy(), b, y @ y, 200)
+    gs = GramSolver(G.copy(), b, y @ y, 200, jitter=0.0)
     for lam in (1e-6, 1e-3, 1.0):
         np.testing.assert_allclose(gs.ridge(lam), spec.ridge(lam), rtol=1e-8, atol=1e-10)
     # the factor is rebuilt from the pristine lower triangle, whatever came before
@@ -90,6 +90,49 @@ def test_cholesky_solver_matches_spectrum():
     a2, beta2, ev2 = spec.evidence_ridge()
     assert abs(np.log10((a / beta) / (a2 / beta2))) < 0.5
     assert ev <= ev2 + 1e-6 and ev > ev2 - 0.5
+
+
+def test_cholesky_solver_floor_is_part_of_its_prior():
+    """With ``jitter`` the solver is exact ridge and exact Gaussian evidence for the prior
+    precision ``lam + jitter G_jj`` on coefficient ``j`` (checked against dense algebra)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(50, 12)) * np.logspace(0, 3, 12)
+    y = X @ rng.normal(size=12) + 0.1 * rng.normal(size=50)
+    G, b = X.T @ X, X.T @ y
+    jitter, lam = 1e-4, 0.5
+    gs = GramSolver(G.copy(), b, y @ y, 50, jitter=jitter)
+    A = np.diag(lam + jitter * np.diag(G))  # prior precision over noise precision
+    np.testing.assert_allclose(gs.ridge(lam), np.linalg.solve(G + A, b), rtol=1e-10)
+    value, beta = gs.log_evidence_profiled(lam)
+    # Gaussian marginal of y ~ N(0, C), C = (X A^-1 X^T + I) / beta
+    C = (X @ np.linalg.solve(A, X.T) + np.eye(50)) / beta
+    sign, logdet = np.linalg.slogdet(C)
+    direct = -0.5 * (logdet + y @ np.linalg.solve(C, y) + 50 * np.log(2 * np.pi))
+    assert value == pytest.approx(direct, rel=1e-10)
+
+
+def test_evidence_search_reports_when_rounding_sets_alpha():
+    """Noise-free data in the span of a rank-deficient design: the evidence rises as
+    ``lam`` falls until ``G + lam I`` no longer factorises, so ``lam`` is the edge (flagged);
+    noisy full-rank data have an interior maximum (not flagged)."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(120, 30)) @ rng.normal(size=(30, 60))  # rank 30 of 60
+    y = X @ rng.normal(size=60)
+    gs = GramSolver(X.T @ X, X.T @ y, y @ y, 120, jitter=0.0)
+    a, beta, _ = gs.evidence_search()
+    lam = a / beta
+    assert gs.limited
+    tried = sorted(gs._values)
+    assert tried[0] < lam and not np.isfinite(gs._values[tried[0]][0])  # a smaller lam failed
+    # the relative floor keeps G + lam I positive definite below that edge
+    floored = GramSolver(X.T @ X, X.T @ y, y @ y, 120)
+    a2, beta2, _ = floored.evidence_search()
+    assert a2 / beta2 < lam and all(np.isfinite(v) for v, _ in floored._values.values())
+    X = rng.normal(size=(200, 40))
+    y = X @ rng.normal(size=40) + 0.3 * rng.normal(size=200)
+    gs = GramSolver(X.T @ X, X.T @ y, y @ y, 200)
+    gs.evidence_search()
+    assert not gs.limited
 
 
 def test_group_cv_curve_matches_refits():
