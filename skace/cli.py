@@ -121,7 +121,7 @@ def cmd_fit(args):
     print(f"basis: {d.n_features_out_} functions (per central element {d.basis_.features_per_center()}), "
           f"correlation order {d.correlation_order}, cutoff {d.cutoff} Å, "
           f"radial '{d.radial_basis}'")
-    limit = " (the smallest the Gram matrix factorises at; the evidence still rose)" if model.alpha_limited_ else ""
+    limit = " (lower limit of the search; the evidence still rose)" if model.alpha_limited_ else ""
     print(f"solver {args.solver}: alpha = {model.alpha_:.3g}{limit}; fit time {fit_time:.1f} s")
     rows = [("train", len(train), evaluate(model, train))]
     if test is not None:

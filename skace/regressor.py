@@ -240,12 +240,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     alpha_ : float
         Regularisation used (``alpha / beta`` ratio for the Bayesian solver).
     alpha_limited_ : bool
-        True when the Bayesian solver's Cholesky route stopped at the smallest
-        ``alpha_`` whose Gram matrix it could factorise while the evidence was
-        still rising: the evidence maximum lies at weaker regularisation than
-        the Gram matrix resolves in double precision, and ``alpha_`` is set
-        by rounding (it can move with the thread count). The fit is still a
-        valid ridge fit; the SVD route (``design_limit``) avoids the limit.
+        True when the Bayesian solver's Cholesky route stopped while the
+        evidence was still rising towards weaker regularisation: at the
+        bottom of its search range (``1e-16`` of the largest diagonal entry)
+        or at the smallest ``alpha_`` whose Gram matrix it could factorise
+        (then set by rounding). ``alpha_`` is then not an evidence maximum;
+        the fit is still a valid ridge fit. Always False on the SVD and
+        eigendecomposition routes, which have their own fallback.
     prior_order_ : float
         Order of the smoothness prior used (``prior_order``, resolved if "auto").
     n_features_ : int
