@@ -128,6 +128,10 @@ def test_evidence_search_reports_when_rounding_sets_alpha():
     floored = GramSolver(X.T @ X, X.T @ y, y @ y, 120)
     a2, beta2, _ = floored.evidence_search()
     assert a2 / beta2 < lam and all(np.isfinite(v) for v, _ in floored._values.values())
+    # its best point is the range's bottom: the search halved towards it before settling there
+    ts = np.log10(np.array(sorted(floored._values)) / floored.top)
+    assert ts[0] == pytest.approx(-16.0) and floored.limited
+    np.testing.assert_allclose(ts[1:4], [-15.75, -15.5, -15.0])
     X = rng.normal(size=(200, 40))
     y = X @ rng.normal(size=40) + 0.3 * rng.normal(size=200)
     gs = GramSolver(X.T @ X, X.T @ y, y @ y, 200)
