@@ -121,7 +121,8 @@ def cmd_fit(args):
     print(f"basis: {d.n_features_out_} functions (per central element {d.basis_.features_per_center()}), "
           f"correlation order {d.correlation_order}, cutoff {d.cutoff} Å, "
           f"radial '{d.radial_basis}'")
-    limit = " (lower limit of the search; the evidence still rose)" if model.alpha_limited_ else ""
+    still = "its held-out error still fell" if args.solver == "cv" else "the evidence still rose"
+    limit = f" (lower limit of the search; {still})" if model.alpha_limited_ else ""
     print(f"solver {args.solver}: alpha = {model.alpha_:.3g}{limit}; fit time {fit_time:.1f} s")
     rows = [("train", len(train), evaluate(model, train))]
     if test is not None:
@@ -307,7 +308,9 @@ def build_parser():
     p.add_argument("-o", "--output", help="write the model here (read by skace.load and ACECalculator)")
     p.add_argument("--n-train", type=int, help="use only the first N training structures")
     basis_options(p)
-    p.add_argument("--solver", default="bayesian", choices=["bayesian", "ridge", "gcv", "ard"])
+    p.add_argument("--solver", default="bayesian", choices=["bayesian", "ridge", "gcv", "ard", "cv"],
+                   help="how alpha is chosen: Bayesian evidence (default), fixed (ridge), generalised CV, "
+                        "ARD, or the error of held-out structures (cv)")
     p.add_argument("--alpha", type=float, default=1e-6, help="ridge strength for --solver ridge")
     p.add_argument("--energy-weight", type=float, default=30.0)
     p.add_argument("--force-weight", type=float, default=1.0)

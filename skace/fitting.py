@@ -147,6 +147,7 @@ class LinearSystem:
     yyS: float = 0.0
     mS: int = 0
     n_atoms: np.ndarray = None  # atoms per structure (groups the force rows by structure), or None
+    holdout: "LinearSystem" = None  # structures kept out of the Gram matrix, as rows, to choose alpha
 
     def row_groups(self, stress_weight=0.0):
         """Structure index of each row of the design (energy rows, then force rows), for
@@ -157,10 +158,12 @@ class LinearSystem:
         return np.concatenate([index, np.repeat(index, 3 * self.n_atoms)])
 
     def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False, stress_weight=0.0,
-                standardize=True):
+                standardize=True, cv=False):
         """Spectral form of the weighted fit, E0 subtracted (and refined jointly if ``joint_e0``).
 
-        ``stress_weight`` multiplies the virial rows (none without stress data).
+        ``stress_weight`` multiplies the virial rows (none without stress data). ``cv``:
+        always add the leave-one-structure-out curve on the design route (where the
+        structures are known and the left singular vectors fit in :data:`CV_MAX_BYTES`).
 
         The unknowns are the feature coefficients, followed, with
         ``joint_e0``, by corrections to ``e0`` (the element-count columns;
@@ -178,36 +181,41 @@ class LinearSystem:
         scale : ndarray
         """
         if use_design and (self.XF is not None or self.mF == 0):
-            nf, nc = self.n_features, self.XE.shape[1] - self.n_features
-            width = nf + nc if joint_e0 else nf
-            yE = self.yE - self.XE[:, nf:] @ e0
-            # (rows, weight) blocks of the weighted design; E0 columns of force and virial rows are 0
-            blocks = [(self.XE[:, :width], energy_weight)]
-            targets = [energy_weight * yE]
-            if force_weight > 0 and self.mF:
-                blocks.append((self.XF, force_weight))
-                targets.append(force_weight * self.yF)
-            if stress_weight > 0 and self.mS:
-                blocks.append((self.XS, stress_weight))
-                targets.append(stress_weight * self.yS)
-            # filled in place, in Fortran order, which the SVD then overwrites instead of copying
-            X = np.zeros((sum(len(rows) for rows, _ in blocks), width), order="F")
-            row = 0
-            for rows, weight in blocks:
-                block = X[row:row + len(rows), :rows.shape[1]]
-                np.multiply(rows, weight, out=block)
-                row += len(rows)
+            # Fortran order, which the SVD then overwrites instead of copying
+            X, y = self.weighted_design(energy_weight, force_weight, e0, joint_e0, stress_weight)
             scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
             X /= scale
             groups = self.row_groups(stress_weight) if force_weight > 0 and self.mF else None
             if groups is not None and X.shape[0] * min(X.shape) * 8 > CV_MAX_BYTES:
                 groups = None  # the left singular vectors would be too large to keep
-            return Spectrum.from_design(X, np.concatenate(targets), groups, overwrite=True), scale
+            return Spectrum.from_design(X, y, groups, overwrite=True, cv=cv), scale
         G, b, yy, m = self.gram(energy_weight, force_weight, e0, joint_e0, stress_weight)
         scale = column_scale(np.sqrt(np.diag(G).copy()), prior, standardize)
         for i0 in range(0, len(scale), 1024):  # in row blocks: no full-size temporaries
             G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
         return Spectrum.from_gram(G, b / scale, yy, m), scale
+
+    def weighted_design(self, energy_weight, force_weight, e0, joint_e0=False, stress_weight=0.0):
+        """``(X, y)``: the weighted rows (energy, force, virial) of a system that keeps its design,
+        E0 subtracted, with the E0 columns (zero in force and virial rows) if ``joint_e0``.
+        ``X`` is Fortran-ordered."""
+        nf, nc = self.n_features, self.XE.shape[1] - self.n_features
+        width = nf + nc if joint_e0 else nf
+        yE = self.yE - self.XE[:, nf:] @ e0
+        blocks = [(self.XE[:, :width], energy_weight)]  # (rows, weight)
+        targets = [energy_weight * yE]
+        if force_weight > 0 and self.mF:
+            blocks.append((self.XF, force_weight))
+            targets.append(force_weight * self.yF)
+        if stress_weight > 0 and self.mS:
+            blocks.append((self.XS, stress_weight))
+            targets.append(stress_weight * self.yS)
+        X = np.zeros((sum(len(rows) for rows, _ in blocks), width), order="F")
+        row = 0
+        for rows, weight in blocks:
+            np.multiply(rows, weight, out=X[row:row + len(rows), :rows.shape[1]])
+            row += len(rows)
+        return X, np.concatenate(targets)
 
     def gram(self, energy_weight, force_weight, e0, joint_e0=False, stress_weight=0.0, consume=False):
         """``(G, b, |y|^2, m)`` of the weighted problem (features, then E0 corrections if ``joint_e0``).
@@ -407,7 +415,7 @@ def keeps_design(n_atoms, n_structures, n_features, design_limit):
 
 
 def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements, species_counts,
-             design_limit, progress=None, stress=None, n_blocks=None):
+             design_limit, progress=None, stress=None, n_blocks=None, holdout=0.0):
     """Build the :class:`LinearSystem` of a fitted descriptor on ``X``.
 
     With ``n_blocks``, the structures are split into that many consecutive
@@ -441,25 +449,73 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
         virials ``stress * volume`` (n_stress, 6).
     n_blocks : int, optional
         Assemble in this many joblib tasks.
+    holdout : float, default=0.0
+        On the Gram route, this fraction of the structures (:func:`holdout_indices`) is
+        kept out of the Gram matrix and returned as rows in the system's ``holdout``
+        (for choosing the regularisation by their error, then added to the fit).
     """
     structures = as_structure_list(X)
-    if n_blocks is not None and n_blocks > 1 and len(structures) > 1:
-        return _assemble_blocks(descriptor, structures, energies, forces, energy_scale, weights, n_elements,
-                                species_counts, design_limit, progress, stress, n_blocks)
     use_design = forces is not None and keeps_design(len(forces), len(structures), descriptor.n_features_out_,
                                                      design_limit)
+    held = holdout_indices(len(structures), holdout) if forces is not None and not use_design else None
+    if held is None:
+        return _assemble_part(descriptor, structures, energies, forces, energy_scale, weights, species_counts,
+                              use_design, progress, stress, n_blocks)
+    kept = np.setdiff1d(np.arange(len(structures)), held)
+    parts = [_subset(k, structures, energies, forces, energy_scale, weights, species_counts, stress)
+             for k in (kept, held)]
+    (*rows, part_stress), (*held_rows, held_stress) = parts
+    system = _assemble_part(descriptor, *rows, False, progress, part_stress, n_blocks)
+    system.holdout = assemble_block(descriptor, *held_rows, True, progress, held_stress)
+    return system
+
+
+def holdout_indices(n_structures, fraction, seed=0):
+    """Sorted indices of ``round(fraction * n_structures)`` structures (at least one) drawn
+    at random with a fixed seed, or None when ``fraction`` is 0 or fewer than 10 structures
+    would remain to fit (too few to spare any).
+
+    Examples
+    --------
+    >>> from skace.fitting import holdout_indices
+    >>> holdout_indices(20, 0.1)
+    array([12, 16])
+    """
+    n_held = max(1, int(round(fraction * n_structures))) if fraction > 0 else 0
+    if n_held == 0 or n_structures - n_held < 10:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_structures, n_held, replace=False))
+
+
+def _subset(index, structures, energies, forces, energy_scale, weights, species_counts, stress):
+    """The arguments of :func:`assemble_block` for the structures ``index`` (sorted)."""
+    start = np.concatenate([[0], np.cumsum([len(a) for a in structures])])
+    sub_forces = None if forces is None else np.concatenate([forces[start[k]:start[k + 1]] for k in index])
+    sub_stress = None
+    if stress is not None:
+        where = np.full(len(structures), -1)
+        where[index] = np.arange(len(index))
+        sel = where[stress[0]] >= 0
+        sub_stress = (where[stress[0][sel]], stress[1][sel])
+    return ([structures[k] for k in index], energies[index], sub_forces, energy_scale[index], weights[index],
+            species_counts[index], sub_stress)
+
+
+def _assemble_part(descriptor, structures, energies, forces, energy_scale, weights, species_counts, use_design,
+                   progress=None, stress=None, n_blocks=None):
+    if n_blocks is not None and n_blocks > 1 and len(structures) > 1:
+        return _assemble_blocks(descriptor, structures, energies, forces, energy_scale, weights, species_counts,
+                                use_design, progress, stress, n_blocks)
     return assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts,
                           use_design, progress, stress)
 
 
-def _assemble_blocks(descriptor, structures, energies, forces, energy_scale, weights, n_elements,
-                     species_counts, design_limit, progress, stress, n_blocks):
+def _assemble_blocks(descriptor, structures, energies, forces, energy_scale, weights, species_counts, use_design,
+                     progress, stress, n_blocks):
     from joblib import Parallel, delayed
 
-    nf = descriptor.n_features_out_
     sizes = np.array([len(a) for a in structures])
     atom_start = np.concatenate([[0], np.cumsum(sizes)])
-    use_design = forces is not None and keeps_design(int(atom_start[-1]), len(structures), nf, design_limit)
     # consecutive blocks of about equal atom counts
     cuts = np.searchsorted(atom_start, np.linspace(0, atom_start[-1], n_blocks + 1)[1:-1])
     bounds = [int(b) for b in np.unique(np.concatenate([[0], cuts, [len(structures)]]))]

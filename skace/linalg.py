@@ -208,9 +208,10 @@ class Spectrum:
     cv: tuple = None  # (t, score): leave-one-group-out CV error at lam = lam[0] * 10**t, or None
 
     @classmethod
-    def from_design(cls, X, y, groups=None, overwrite=False):
+    def from_design(cls, X, y, groups=None, overwrite=False, cv=False):
         """By SVD of the design ``X`` (m, n). ``groups`` (one label per row, e.g. the
-        structure a row belongs to) adds the leave-one-group-out curve :attr:`cv`.
+        structure a row belongs to) adds the leave-one-group-out curve :attr:`cv` when the
+        evidence needs it (:meth:`evidence_ridge`) or ``cv`` is true.
         ``overwrite=True`` lets LAPACK destroy a Fortran-ordered ``X`` instead of
         copying it (one design's worth of memory less)."""
         U, s, Vt = linalg.svd(X, full_matrices=False, lapack_driver="gesdd", check_finite=False,
@@ -218,7 +219,7 @@ class Spectrum:
         spec = cls(s * s, Vt.T, s * (U.T @ y), float(y @ y), X.shape[0], X.shape[1])
         # the curve is only consulted when the evidence peaks at vanishing regularisation
         # (evidence_ridge): skip its cost, and U's memory, otherwise
-        if groups is not None and s.size and s[0] > 0 and spec._evidence_interpolates():
+        if groups is not None and s.size and s[0] > 0 and (cv or spec._evidence_interpolates()):
             spec.cv = group_cv_curve(U, s * s, y, groups, np.arange(-16.0, 0.01, 0.5))
         return spec
 
@@ -436,22 +437,20 @@ class GramSolver:
         self.G, self.b, self.yy, self.m = np.ascontiguousarray(G), b, float(yy), int(m)
         self.n = G.shape[0]
         self.diag = np.diag(self.G).copy()
-        self.floor = jitter * np.maximum(self.diag, 0.0)  # prior precision = lam + floor
+        self.jitter = float(jitter)
+        self.floor = self.jitter * np.maximum(self.diag, 0.0)  # prior precision = lam + floor
         self.top = float(np.max(self.diag)) if self.n else 1.0
         self._lam = None
         self._values = {}
         self.limited = False
+        self.holdout_scores = {}
 
     def factor(self, lam):
         """Lower Cholesky factor of ``G + lam I`` as ``(c, lower)`` for ``scipy.linalg.cho_solve``
         (only the most recent factor is kept)."""
         if lam != self._lam:
             G, n = self.G, self.n
-            for i0 in range(0, n, 1024):  # restore the upper triangle from the pristine lower one
-                i1 = min(i0 + 1024, n)
-                block = np.tril(G[i0:i1, i0:i1], -1)
-                G[i0:i1, i0:i1] = block + block.T
-                G[i0:i1, i1:] = G[i1:, i0:i1].T
+            self._restore()
             G[np.diag_indices(n)] = self.diag + self.floor + lam
             self._lam = None
             if n <= DPOTRF_SAFE_N:  # LAPACK's own factorisation: 1.6x faster at n = 13710
@@ -495,7 +494,75 @@ class GramSolver:
         half a decade wide; the evidence is flat on that scale (typically 5-7
         factorisations).
         """
-        f = lambda t: self.log_evidence_profiled(self.top * 10.0 ** t)[0]  # noqa: E731
+        lam = self._maximise(lambda lam: self.log_evidence_profiled(lam)[0], start, step, lo, hi)
+        value, beta = self.log_evidence_profiled(lam)
+        return lam * beta, beta, value
+
+    def holdout_search(self, X, y, start=-10.0, step=2.0, lo=-16.0, hi=-1.0):
+        """Ridge ``lam`` minimising the squared error ``|X ridge(lam) - y|^2`` of held-out rows.
+
+        The same frugal search as :meth:`evidence_search` (one factorisation per
+        point) on ``lam = top * 10**t``; ``X`` holds rows that are not in ``G``
+        (scaled as ``G``'s columns are). The scores tried are kept in
+        :attr:`holdout_scores` (``lam -> squared error``).
+
+        Returns
+        -------
+        lam : float
+        """
+        def score(lam):
+            try:
+                r = X @ self.ridge(lam) - y
+            except np.linalg.LinAlgError:
+                return -np.inf
+            return -float(r @ r)
+
+        memo = {}
+        lam = self._maximise(score, start, step, lo, hi, memo)
+        self.holdout_scores = {x: -v for x, v in memo.items()}
+        return lam
+
+    def add_rows(self, X, y):
+        """Add the rows ``X`` (targets ``y``) to the system: ``G += X^T X``, ``b += X^T y``.
+
+        Used to refit on all the data after :meth:`holdout_search`; the prior
+        floor follows the new diagonal, and scores cached so far are dropped.
+        """
+        self._restore()
+        symmetrize_upper(gram_update(self.G, X))
+        self.b = self.b + X.T @ y
+        self.yy += float(y @ y)
+        self.m += len(y)
+        self.diag = np.diag(self.G).copy()
+        self.floor = self.jitter * np.maximum(self.diag, 0.0)
+        self.top = float(np.max(self.diag)) if self.n else 1.0
+        self._lam = None
+        self._values = {}
+
+    def _restore(self):
+        """Copy the pristine lower triangle of ``G`` over its upper one (which may hold a factor)."""
+        G, n = self.G, self.n
+        for i0 in range(0, n, 1024):
+            i1 = min(i0 + 1024, n)
+            block = np.tril(G[i0:i1, i0:i1], -1)
+            G[i0:i1, i0:i1] = block + block.T
+            G[i0:i1, i1:] = G[i1:, i0:i1].T
+        G[np.diag_indices(n)] = self.diag
+        self._lam = None
+
+    def _maximise(self, score, start, step, lo, hi, memo=None):
+        """``lam = top * 10**t`` (``t`` in ``[lo, hi]``) maximising ``score(lam)``: three points
+        ``step`` decades apart around ``start``, moved outwards until the best is interior
+        (at a bound of the range, halved towards it), then parabolic steps with a shrinking
+        bracket until it is under half a decade wide. Sets :attr:`limited`."""
+        memo = {} if memo is None else memo
+
+        def f(t):
+            lam = self.top * 10.0 ** t
+            if lam not in memo:
+                memo[lam] = score(lam)
+            return memo[lam]
+
         ts = [start - step, start, start + step]
         vals = [f(t) for t in ts]
         while True:
@@ -528,7 +595,7 @@ class GramSolver:
                 den = (b - a) * (fb - fc) - (b - c) * (fb - fa)
                 if np.isfinite(den) and den != 0:
                     t = b - 0.5 * ((b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)) / den
-                else:  # an end without evidence (not factorisable): bisect the wider side
+                else:  # an end without a score (not factorisable): bisect the wider side
                     t = 0.5 * (a + b) if b - a > c - b else 0.5 * (b + c)
                 t = min(max(t, a + 0.1 * (c - a)), c - 0.1 * (c - a))
                 if abs(t - b) < 0.05:
@@ -548,9 +615,8 @@ class GramSolver:
         else:
             best = ts[k]
         lam = self.top * 10.0 ** best
-        value, beta = self.log_evidence_profiled(lam)
-        self.limited = self.stopped_at_lower_limit(lam, lo)
-        return lam * beta, beta, value
+        self.limited = self._stopped_at_lower_limit(memo, lam, lo)
+        return lam
 
     def stopped_at_lower_limit(self, lam, lo=-16.0):
         """Whether ``lam`` is the smallest ridge the search could score while the evidence
@@ -560,8 +626,13 @@ class GramSolver:
         regularisation than the search reached, and ``lam`` is set by rounding (the
         factorisation's edge) or by the range (its bound).
         """
-        tried = sorted(self._values.items())
-        finite = [(x, v) for x, (v, _) in tried if np.isfinite(v)]
+        return self._stopped_at_lower_limit({x: v for x, (v, _) in self._values.items()}, lam, lo)
+
+    def _stopped_at_lower_limit(self, memo, lam, lo):
+        """:meth:`stopped_at_lower_limit` for the scores ``memo`` (``lam -> value``, higher is
+        better: the evidence, or minus a held-out error) of a search."""
+        tried = sorted(memo.items())
+        finite = [(x, v) for x, v in tried if np.isfinite(v)]
         if not finite or finite[0][0] != lam:
             return False
         below = [x for x, _ in tried if x < lam]

@@ -21,7 +21,7 @@ from .maths.basis import fold_coefficients, needed_products
 from .maths.priors import PRIORS, smoothness_prior
 from .structures import as_structure_list, species_indices
 
-SOLVERS = ("bayesian", "ridge", "gcv", "ard")
+SOLVERS = ("bayesian", "ridge", "gcv", "ard", "cv")
 
 #: Largest posterior factor (bytes) pickled with a model; larger ones are dropped on saving,
 #: and ``predict(return_std=True)`` on the loaded model says so.
@@ -178,11 +178,19 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         coefficients, as ACE1 does: in validation on rMD17 training splits
         this generalised much better from few configurations (aspirin, 50:
         force MAE 72 against 90 meV/Å) and as well from 500.
-    solver : {"bayesian", "ridge", "gcv", "ard"}, default="bayesian"
+    solver : {"bayesian", "ridge", "gcv", "ard", "cv"}, default="bayesian"
         "bayesian": evidence-maximising ridge (picks alpha, gives
         ``predict(..., return_std=True)``); "ridge": fixed ``alpha``; "gcv":
         alpha by generalised cross-validation over a log grid; "ard":
-        automatic relevance determination (sparse; O(n_features^3) per iteration).
+        automatic relevance determination (sparse; O(n_features^3) per iteration);
+        "cv": alpha minimising a held-out error of whole structures, then a
+        fit on all of them (with the posterior at that alpha for
+        ``return_std``): on the design route the exact leave-one-structure-out
+        error, on the Gram route the error of ``validation_fraction`` of the
+        structures, kept out of the Gram matrix while alpha is searched.
+    validation_fraction : float, default=0.1
+        Share of the structures held out by ``solver="cv"`` on the Gram route
+        (drawn with a fixed seed; none when fewer than 10 would remain).
     baseline : ASE calculator, optional
         Delta learning: a calculator (for example
         :class:`skace.baselines.PairRepulsion`, or EMT) whose energies,
@@ -241,12 +249,16 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         Regularisation used (``alpha / beta`` ratio for the Bayesian solver).
     alpha_limited_ : bool
         True when the Bayesian solver's Cholesky route stopped while the
-        evidence was still rising towards weaker regularisation: at the
+        evidence was still rising (for ``solver="cv"``: the held-out error
+        still falling) towards weaker regularisation: at the
         bottom of its search range (``1e-16`` of the largest diagonal entry)
         or at the smallest ``alpha_`` whose Gram matrix it could factorise
         (then set by rounding). ``alpha_`` is then not an evidence maximum;
         the fit is still a valid ridge fit. Always False on the SVD and
         eigendecomposition routes, which have their own fallback.
+    cv_scores_ : ndarray (n, 2) or None
+        ``solver="cv"``: the alphas scored (in ``alpha_``'s units) and the mean
+        squared held-out residual per weighted row at each; None otherwise.
     prior_order_ : float
         Order of the smoothness prior used (``prior_order``, resolved if "auto").
     n_features_ : int
@@ -273,6 +285,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "prior_order": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "standardize": ["boolean"],
         "solver": [StrOptions(set(SOLVERS))],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "energy_key": [str],
         "forces_key": [str],
         "stress_key": [str],
@@ -298,6 +311,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         prior_order="auto",
         standardize=False,
         solver="bayesian",
+        validation_fraction=0.1,
         energy_key="energy",
         forces_key="forces",
         stress_key="stress",
@@ -321,6 +335,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.prior_order = prior_order
         self.standardize = standardize
         self.solver = solver
+        self.validation_fraction = validation_fraction
         self.energy_key = energy_key
         self.forces_key = forces_key
         self.stress_key = stress_key
@@ -393,14 +408,15 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                           self.energy_weight_scaling, self.design_limit,
                           sorted(descriptor.get_params().items(), key=lambda kv: kv[0]),
                           None if y is None else energies.tobytes(), use_stress and self.stress_key,
-                          residual_hash)
+                          residual_hash, self._holdout_fraction())
         escale = energy_row_scale(structures, weights, self.energy_weight_scaling)
         system = SYSTEM_CACHE.get(key) if self.cache else None
         if system is None:
             progress, bar = self._progress(len(structures))
             with numba_threads(self.n_jobs):
                 system = assemble(descriptor, structures, energies, forces, escale, weights, len(elements),
-                                  counts, self.design_limit, progress, stress=stress, n_blocks=self.n_blocks)
+                                  counts, self.design_limit, progress, stress=stress, n_blocks=self.n_blocks,
+                                  holdout=self._holdout_fraction())
             if bar is not None:
                 bar.close()
             if self.cache:
@@ -409,6 +425,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         consume = not (self.cache and SYSTEM_CACHE.get(key) is system)
         return self._finish_fit(descriptor, system, key, counts, energies, escale, energy_only, use_stress,
                                 consume=consume)
+
+    def _holdout_fraction(self):
+        """Share of the structures a Gram-route fit holds out to choose alpha (``solver="cv"``)."""
+        return float(self.validation_fraction) if self.solver == "cv" else 0.0
 
     def _finish_fit(self, descriptor, system, key, counts, energies, escale, energy_only, use_stress, cache=True,
                     consume=False):
@@ -424,7 +444,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         fw = 0.0 if energy_only else float(self.force_weight)
         sw = float(self.stress_weight) if use_stress else 0.0
         if isinstance(self.prior_order, str):  # "auto": a fit with clearly fewer rows than unknowns
-            rows = len(system.yE) + (system.mF if fw > 0 else 0) + (system.mS if sw > 0 else 0)
+            rows = sum(len(part.yE) + (part.mF if fw > 0 else 0) + (part.mS if sw > 0 else 0)
+                       for part in (system, system.holdout) if part is not None)
             unknowns = system.n_features + (len(elements) if joint else 0)
             order = AUTO_PRIOR_ORDERS[int(clearly_underdetermined(rows, unknowns))]  # leans on its prior
         else:
@@ -489,8 +510,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.spectrum_ = None
         self._posterior = None
         self.alpha_limited_ = False
+        self.cv_scores_ = None
         big = not use_design and system.n_features > self.eigen_limit
-        if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")):
+        if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")) or (
+                self.solver == "cv" and not use_design):
             G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint, stress_weight, consume=consume)
             scale = column_scale(np.sqrt(np.maximum(np.diag(G), 0.0)), gamma, self.standardize)
             for i0 in range(0, len(scale), 1024):
@@ -504,25 +527,37 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 self.ard_precision_ = a
                 self._posterior = ("ard", kept, np.linalg.cholesky(cov + 1e-300 * np.eye(len(kept))), None)
                 return d / scale
-            gs = GramSolver(G, b, yy, m, jitter=GRAM_JITTER if self.solver == "bayesian" else 0.0)
+            gs = GramSolver(G, b, yy, m, jitter=0.0 if self.solver == "ridge" else GRAM_JITTER)
             del G
+            held = system.holdout if self.solver == "cv" else None
             if self.solver == "ridge":
                 lam = float(self.alpha)
             else:
-                alpha, beta, self.log_evidence_ = gs.evidence_search()
-                self.alpha_limited_ = gs.limited
-                lam = alpha / beta
+                if held is not None:  # alpha by the held-out structures' error, then fit on all
+                    Xh, yh = held.weighted_design(energy_weight, force_weight, e0, joint, stress_weight)
+                    Xh /= scale
+                    lam = gs.holdout_search(Xh, yh)
+                    self.cv_scores_ = np.array(sorted((a, e / len(yh)) for a, e in gs.holdout_scores.items()))
+                    self.alpha_limited_ = gs.limited
+                    gs.add_rows(Xh, yh)
+                    del Xh
+                    self.log_evidence_, beta = gs.log_evidence_profiled(lam)
+                else:
+                    alpha, beta, self.log_evidence_ = gs.evidence_search()
+                    self.alpha_limited_ = gs.limited
+                    lam = alpha / beta
                 self.beta_ = beta
                 self._posterior = ("cholesky", None, gs.factor(lam)[0], beta)
             self.alpha_ = lam
             return gs.ridge(lam) / scale
+        with_cv = self.solver == "cv"
         skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, prior_order, joint,
-                stress_weight, self.standardize)
+                stress_weight, self.standardize, with_cv)
         cache = cache and self.cache
         cached = SPECTRUM_CACHE.get(skey) if cache else None
         if cached is None:
             cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint, stress_weight,
-                                    self.standardize)
+                                    self.standardize, cv=with_cv)
             if cache:
                 SPECTRUM_CACHE.put(skey, cached)
         spec, scale = cached
@@ -532,7 +567,15 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         elif self.solver == "gcv":
             grid = self._alpha_grid(spec)
             alpha = float(grid[np.argmin([spec.gcv(a) for a in grid])])
-        else:  # bayesian
+        elif with_cv and spec.cv is not None:  # the exact leave-one-structure-out error
+            ts, scores = spec.cv
+            alpha = float(spec.lam[0]) * 10.0 ** float(ts[int(np.argmin(scores))])
+            self.cv_scores_ = np.column_stack([float(spec.lam[0]) * 10.0 ** ts, scores])
+            self.log_evidence_, beta = spec.log_evidence_profiled(alpha)
+            self.beta_ = beta
+            L, null_var = spec.posterior_factor(alpha * beta, beta)
+            self._posterior = ("bayesian", None, L, (spec.V, null_var))
+        else:  # bayesian (and "cv" without structure groups: virial rows, or too large to keep U)
             a, beta, log_ev = spec.evidence_ridge()
             alpha = a / beta
             self.beta_ = beta
@@ -726,7 +769,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
 
     def _energy_std(self, structures):
         if self._posterior is None:
-            raise ValueError(f"return_std needs solver='bayesian' or 'ard', not {self.solver!r}")
+            raise ValueError(f"return_std needs solver='bayesian', 'cv' or 'ard', not {self.solver!r}")
         if self._posterior[0] == "dropped":
             raise ValueError(f"return_std needs the posterior, which was not saved with this model "
                              f"({self._posterior[1] / 2**20:.0f} MB, above POSTERIOR_SAVE_BYTES); "

@@ -239,3 +239,31 @@ def test_design_spectrum_overwrites_a_fortran_design_instead_of_copying_it():
     assert not np.array_equal(XF, X)  # LAPACK worked in place
     np.testing.assert_allclose(spent.lam, kept.lam, rtol=1e-12)
     np.testing.assert_allclose(spent.ridge(1e-3), kept.ridge(1e-3), rtol=1e-9, atol=1e-12)
+
+
+def test_holdout_search_minimises_the_held_out_error_and_add_rows_refits_on_all():
+    """``holdout_search`` returns a ``lam`` whose held-out error no grid point beats by more
+    than the search's tolerance (dense algebra), and ``add_rows`` leaves the solver exactly
+    as one built on all the rows."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(160, 30)) * np.logspace(0, 2, 30)
+    y = X @ (rng.normal(size=30) / np.logspace(0, 2, 30) ** 2) + 0.5 * rng.normal(size=160)
+    fit, held = np.arange(120), np.arange(120, 160)
+    G, b = X[fit].T @ X[fit], X[fit].T @ y[fit]
+    gs = GramSolver(G.copy(), b, y[fit] @ y[fit], 120)
+    lam = gs.holdout_search(X[held], y[held])
+
+    def held_error(lam):
+        d = np.linalg.solve(G + np.diag(lam + gs.floor), b)
+        r = X[held] @ d - y[held]
+        return r @ r
+
+    assert gs.holdout_scores[lam] == pytest.approx(held_error(lam), rel=1e-9)
+    grid = gs.top * 10.0 ** np.arange(-16.0, -0.9, 0.125)
+    errors = [held_error(x) for x in grid]
+    assert np.log10(lam / gs.top) > -15.0  # an interior minimum, not the range's bottom
+    assert held_error(lam) <= 1.01 * min(errors) and not gs.limited
+    gs.add_rows(X[held], y[held])
+    full = GramSolver(X.T @ X, X.T @ y, y @ y, 160)
+    np.testing.assert_allclose(gs.ridge(lam), full.ridge(lam), rtol=1e-9)
+    assert gs.log_evidence_profiled(lam)[0] == pytest.approx(full.log_evidence_profiled(lam)[0], rel=1e-12)

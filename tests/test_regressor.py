@@ -1058,3 +1058,56 @@ def test_default_degrees_take_the_largest_rung_within_budget(elements):
     if rung[1] is not None:  # hydrogen centres really get fewer functions than the heavy ones
         per_center = chosen_basis.features_per_center()
         assert per_center["H"] < min(n for e, n in per_center.items() if e != "H")
+
+
+def test_cv_solver_gram_route_holds_out_structures_then_fits_all(noisy_cho):
+    """``solver="cv"`` on the Gram route: alpha minimises the weighted squared error of the
+    held-out structures (``validation_fraction`` of them, kept out of the Gram matrix while
+    alpha is searched; checked by dense algebra on the rows of the others), and the model
+    is then the floored ridge fit of all structures at that alpha."""
+    from skace.fitting import holdout_indices
+
+    model = ACERegressor(ACETransformer(**KW), e0=dict(E0), solver="cv", design_limit=0,
+                         eigen_limit=0).fit(noisy_cho)
+    scores = model.cv_scores_
+    assert model.alpha_ == scores[np.argmin(scores[:, 1]), 0]
+    X, y = weighted_design(model, noisy_cho)
+    X = X / model.scale_
+    held = holdout_indices(len(noisy_cho), 0.1)
+    assert len(held) == 3
+    structure = np.concatenate([np.arange(len(noisy_cho)),
+                                np.repeat(np.arange(len(noisy_cho)), [3 * len(a) for a in noisy_cho])])
+    out = np.isin(structure, held)
+    Gk, bk = X[~out].T @ X[~out], X[~out].T @ y[~out]
+    lam = model.alpha_
+    d = np.linalg.solve(Gk + np.diag(lam + GRAM_JITTER * np.diag(Gk)), bk)
+    r = X[out] @ d - y[out]
+    assert float(r @ r) / out.sum() == pytest.approx(scores[np.argmin(scores[:, 1]), 1], rel=1e-6)
+    G = X.T @ X
+    d = np.linalg.solve(G + np.diag(lam + GRAM_JITTER * np.diag(G)), X.T @ y)
+    np.testing.assert_allclose(model.coef_, d / model.scale_, rtol=1e-6, atol=1e-9 * np.abs(d).max())
+    E, std = model.predict(noisy_cho[:3], return_std=True)
+    assert np.all(np.isfinite(std)) and np.all(std > 0)
+
+
+def test_cv_solver_design_route_takes_the_leave_one_structure_out_minimum(noisy_cho):
+    """``solver="cv"`` on the design route: alpha at the minimum of the exact
+    leave-one-structure-out curve; the coefficients are the ridge fit at that alpha."""
+    model = ACERegressor(ACETransformer(**KW), e0=dict(E0), solver="cv", design_limit=BIG).fit(noisy_cho)
+    scores = model.cv_scores_
+    assert model.alpha_ == pytest.approx(scores[np.argmin(scores[:, 1]), 0], rel=1e-12)
+    ridge = ACERegressor(ACETransformer(**KW), e0=dict(E0), solver="ridge", alpha=model.alpha_,
+                         design_limit=BIG).fit(noisy_cho)
+    np.testing.assert_allclose(model.coef_, ridge.coef_, rtol=1e-10, atol=1e-14)
+    # one structure's error when it is left out, at that alpha, by refitting without it
+    X, y = weighted_design(model, noisy_cho)
+    X = X / model.scale_
+    structure = np.concatenate([np.arange(len(noisy_cho)),
+                                np.repeat(np.arange(len(noisy_cho)), [3 * len(a) for a in noisy_cho])])
+    total = 0.0
+    for k in range(len(noisy_cho)):
+        out = structure == k
+        d = np.linalg.solve(X[~out].T @ X[~out] + model.alpha_ * np.eye(X.shape[1]), X[~out].T @ y[~out])
+        r = X[out] @ d - y[out]
+        total += r @ r
+    assert total / len(y) == pytest.approx(scores[np.argmin(scores[:, 1]), 1], rel=1e-6)
