@@ -251,7 +251,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         True when the Bayesian solver's Cholesky route stopped while the
         evidence was still rising (for ``solver="cv"``: the held-out error
         still falling) towards weaker regularisation: at the
-        bottom of its search range (``1e-16`` of the largest diagonal entry)
+        bottom of its search range (``1e-18`` of the largest diagonal entry)
         or at the smallest ``alpha_`` whose Gram matrix it could factorise
         (then set by rounding). ``alpha_`` is then not an evidence maximum;
         the fit is still a valid ridge fit. Always False on the SVD and

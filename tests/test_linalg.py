@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from skace.linalg import GramSolver, Spectrum, cholesky_upper_inplace, gram_update, group_cv_curve, symmetrize_upper
+from skace.linalg import (GRAM_SEARCH_LO, GramSolver, Spectrum, cholesky_upper_inplace, gram_update, group_cv_curve,
+                          symmetrize_upper)
 
 
 def test_blocked_gram_equals_plain_product():
@@ -126,12 +127,17 @@ def test_evidence_search_reports_when_rounding_sets_alpha():
     assert tried[0] < lam and not np.isfinite(gs._values[tried[0]][0])  # a smaller lam failed
     # the relative floor keeps G + lam I positive definite below that edge
     floored = GramSolver(X.T @ X, X.T @ y, y @ y, 120)
-    a2, beta2, _ = floored.evidence_search()
+    a2, beta2, _ = floored.evidence_search(lo=-16.0)
     assert a2 / beta2 < lam and all(np.isfinite(v) for v, _ in floored._values.values())
-    # its best point is the range's bottom: the search halved towards it before settling there
+    # in a range that ends at -16 its best point is the bottom: the search halved towards it
+    # before settling there
     ts = np.log10(np.array(sorted(floored._values)) / floored.top)
     assert ts[0] == pytest.approx(-16.0) and floored.limited
     np.testing.assert_allclose(ts[1:4], [-15.75, -15.5, -15.0])
+    # the default range goes lower, where the floor takes over: an interior maximum there
+    deeper = GramSolver(X.T @ X, X.T @ y, y @ y, 120)
+    a3, beta3, _ = deeper.evidence_search()
+    assert GRAM_SEARCH_LO < np.log10(a3 / beta3 / deeper.top) < -16.0 and not deeper.limited
     X = rng.normal(size=(200, 40))
     y = X @ rng.normal(size=40) + 0.3 * rng.normal(size=200)
     gs = GramSolver(X.T @ X, X.T @ y, y @ y, 200)
