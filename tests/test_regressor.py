@@ -1060,6 +1060,12 @@ def test_default_degrees_take_the_largest_rung_within_budget(elements):
         assert per_center["H"] < min(n for e, n in per_center.items() if e != "H")
 
 
+def row_structures(structures):
+    """The structure each row of :func:`weighted_design` belongs to."""
+    index = np.arange(len(structures))
+    return np.concatenate([index, np.repeat(index, [3 * len(a) for a in structures])])
+
+
 def test_cv_solver_gram_route_holds_out_structures_then_fits_all(noisy_cho):
     """``solver="cv"`` on the Gram route: alpha minimises the weighted squared error of the
     held-out structures (``validation_fraction`` of them, kept out of the Gram matrix while
@@ -1075,8 +1081,7 @@ def test_cv_solver_gram_route_holds_out_structures_then_fits_all(noisy_cho):
     X = X / model.scale_
     held = holdout_indices(len(noisy_cho), 0.1)
     assert len(held) == 3
-    structure = np.concatenate([np.arange(len(noisy_cho)),
-                                np.repeat(np.arange(len(noisy_cho)), [3 * len(a) for a in noisy_cho])])
+    structure = row_structures(noisy_cho)
     out = np.isin(structure, held)
     Gk, bk = X[~out].T @ X[~out], X[~out].T @ y[~out]
     lam = model.alpha_
@@ -1102,8 +1107,7 @@ def test_cv_solver_design_route_takes_the_leave_one_structure_out_minimum(noisy_
     # one structure's error when it is left out, at that alpha, by refitting without it
     X, y = weighted_design(model, noisy_cho)
     X = X / model.scale_
-    structure = np.concatenate([np.arange(len(noisy_cho)),
-                                np.repeat(np.arange(len(noisy_cho)), [3 * len(a) for a in noisy_cho])])
+    structure = row_structures(noisy_cho)
     total = 0.0
     for k in range(len(noisy_cho)):
         out = structure == k
