@@ -489,8 +489,9 @@ def holdout_indices(n_structures, fraction, seed=0):
 
 def _subset(index, structures, energies, forces, energy_scale, weights, species_counts, stress):
     """The arguments of :func:`assemble_block` for the structures ``index`` (sorted)."""
-    start = np.concatenate([[0], np.cumsum([len(a) for a in structures])])
-    sub_forces = None if forces is None else np.concatenate([forces[start[k]:start[k + 1]] for k in index])
+    chosen = np.zeros(len(structures), dtype=bool)
+    chosen[index] = True
+    sub_forces = None if forces is None else forces[np.repeat(chosen, [len(a) for a in structures])]
     sub_stress = None
     if stress is not None:
         where = np.full(len(structures), -1)

@@ -190,7 +190,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         structures, kept out of the Gram matrix while alpha is searched.
     validation_fraction : float, default=0.1
         Share of the structures held out by ``solver="cv"`` on the Gram route
-        (drawn with a fixed seed; none when fewer than 10 would remain).
+        (drawn with a fixed seed). With none held out (fewer than 10 would
+        remain, or structures streamed from a database or iterator) the Gram
+        route chooses alpha by the evidence, as "bayesian" does.
     baseline : ASE calculator, optional
         Delta learning: a calculator (for example
         :class:`skace.baselines.PairRepulsion`, or EMT) whose energies,
