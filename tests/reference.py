@@ -104,7 +104,8 @@ def radial_reference(family, r, n_max, cutoff, inner_cutoff=0.0, r0=1.0, shape=N
         vals = [_chebyshev_T(n - 1, x) * env for n in range(1, n_max + 1)]
     elif family == "bessel":
         u = polynomial_envelope(ri / rc)
-        vals = [np.sqrt(2.0 / rc) * np.sin(n * np.pi * ri / rc) / ri * u for n in range(1, n_max + 1)]
+        L, si = rc - r_in, ri - r_in  # sines spanning [r_in, r_cut]
+        vals = [np.sqrt(2.0 / L) * np.sin(n * np.pi * si / L) / si * u for n in range(1, n_max + 1)]
     elif family == "gaussian":
         u = polynomial_envelope(ri / rc)
         # n_max centres evenly on [r_in, r_cut]; width = shape * spacing

@@ -435,6 +435,7 @@ RADIAL_CASES = [
     ("agnesi", 0.0, None),
     ("agnesi", 0.6, 1.7),
     ("bessel", 0.0, None),
+    ("bessel", 0.7, None),
     ("gaussian", 0.0, None),
     ("gaussian", 0.5, 0.7),
     ("chebexp", 0.0, None),
@@ -448,7 +449,9 @@ def test_radial_values_and_derivatives(family, r_in, shape, n_max):
     rc = 4.2
     table = pair_parameters(["H", "O"], family, rc, inner_cutoff=r_in, shape=shape, n_radial=n_max)
     r0 = ref.covalent_r0("H", "O")
-    r = np.linspace(max(r_in, 0.05), rc - 1e-3, 97)
+    # below r_in too (atoms closer than it), except where Agnesi's transform leaves its range
+    lo = max(r_in, 0.05) if family == "agnesi" else 0.05
+    r = np.linspace(lo, rc - 1e-3, 97)
     R, dR = kernel_radial(family, table[0, 1], r, n_max)
     kw = dict(inner_cutoff=r_in, r0=r0, shape=shape)
     R_ref = ref.radial_reference(family, r, n_max, rc, **kw)
@@ -583,3 +586,24 @@ def test_reference_feature_sum_loops_agree():
             a = ref.feature_reference(A, factors, C)
             b = ref.feature_reference_loops(A, factors, C)
             assert a == pytest.approx(b, rel=1e-12, abs=1e-12)
+
+
+# numba caches
+def test_stale_numba_caches_are_dropped(tmp_path, monkeypatch):
+    import skace.kernels as kernels
+
+    cache = tmp_path / "kernels" / "__pycache__"
+    cache.mkdir(parents=True)
+    stamp = cache / "skace-kernels.sha256"
+    monkeypatch.setattr(kernels, "_PACKAGE", tmp_path)
+    monkeypatch.setattr(kernels, "_STAMP", stamp)
+    compiled = [cache / "ace.compute_features-1.py311.nbi", cache / "ace.compute_features-1.py311.1.nbc"]
+    other = cache / "ace.cpython-311.pyc"
+    for path in compiled + [other]:
+        path.write_bytes(b"x")
+    stamp.write_text("built from other sources")
+    assert kernels.drop_stale_numba_caches() == 2
+    assert not any(p.exists() for p in compiled) and other.exists()
+    assert stamp.read_text() == kernels.kernel_sources_digest()
+    compiled[0].write_bytes(b"x")  # caches built from the current sources stay
+    assert kernels.drop_stale_numba_caches() == 0 and compiled[0].exists()

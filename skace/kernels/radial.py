@@ -94,12 +94,14 @@ def radial_with_derivative(family, params, r, n_max, R, dR):
     elif family == BESSEL:
         u, du = _polynomial_envelope(r / rc)
         du /= rc
-        norm = math.sqrt(2.0 / rc)
+        length = rc - r_in  # the sines span [r_in, r_cut]: resolution where the bonds are
+        norm = math.sqrt(2.0 / length)
+        s = r - r_in
         for n in range(n_max):
-            k = (n + 1) * math.pi / rc
-            if r > 1e-12:
-                f = math.sin(k * r) / r
-                df = (k * math.cos(k * r) - f) / r
+            k = (n + 1) * math.pi / length
+            if abs(s) > 1e-12:
+                f = math.sin(k * s) / s
+                df = (k * math.cos(k * s) - f) / s
             else:
                 f = k
                 df = 0.0

@@ -11,8 +11,11 @@ vanishing together with its first derivative at ``r_cut``:
     pair (sum of covalent radii by default), so resolution concentrates where
     the bonds of that pair are. ACE1.jl's choice for molecules (q = 4, p = 2).
 ``"bessel"``
-    ``sqrt(2 / r_cut) sin(n pi r / r_cut) / r`` times a polynomial envelope
-    ``1 - 28 x^6 + 48 x^7 - 21 x^8``, ``x = r / r_cut`` (MACE, NequIP).
+    ``sqrt(2 / L) sin(n pi s / L) / s`` with ``s = r - r_in``, ``L = r_cut - r_in``
+    (with ``r_in = 0`` the spherical Bessel functions of MACE and NequIP), times
+    a polynomial envelope ``1 - 28 x^6 + 48 x^7 - 21 x^8``, ``x = r / r_cut``.
+    An inner radius puts the sines' resolution on the distances bonds take;
+    below it the functions continue smoothly (mirrored in ``s``).
 ``"gaussian"``
     Gaussians centred evenly on ``[r_in, r_cut]`` (one per radial function of
     the basis) with a width of ``shape`` spacings, times the same polynomial
