@@ -94,6 +94,7 @@ def main(argv=None):
     p.add_argument("--temperatures", nargs="*", type=float, default=[500.0, 1000.0])
     p.add_argument("--ps", type=float, default=10.0, help="length of each run in ps (default 10)")
     p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
+    p.add_argument("--thermostats", nargs="*", choices=["nve", "langevin"], default=["nve", "langevin"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output")
     p.add_argument("--markdown", action="store_true")
@@ -110,7 +111,7 @@ def main(argv=None):
         start = load_rmd17(molecule, "test", n=1)[0]
         calc = ACECalculator(path)
         for temperature in args.temperatures:
-            for thermostat in ("nve", "langevin"):
+            for thermostat in args.thermostats:
                 r = run(start, calc, temperature, args.ps, args.timestep, thermostat, args.seed)
                 r.update(molecule=molecule, n_train=int(n_train))
                 results.append(r)
@@ -127,11 +128,13 @@ def main(argv=None):
         for r in results:
             runs.setdefault(key(r), {})[r["thermostat"]] = r
         for (mol, n, temp), pair in runs.items():
-            nve, lan = pair["nve"], pair["langevin"]
-            drift = nve.get("drift_meV_per_atom_per_ps")
-            lines.append(f"| {mol} | {n} | {temp:.0f} | {nve['ps_intact']:.1f}{'' if nve['intact'] else ' (broke)'} "
-                         f"| {'–' if drift is None else f'{drift:+.3f}'} "
-                         f"| {lan['ps_intact']:.1f}{'' if lan['intact'] else ' (broke)'} |")
+            def intact(r):
+                return "–" if r is None else f"{r['ps_intact']:.1f}{'' if r['intact'] else ' (broke)'}"
+
+            nve, lan = pair.get("nve"), pair.get("langevin")
+            drift = None if nve is None else nve.get("drift_meV_per_atom_per_ps")
+            lines.append(f"| {mol} | {n} | {temp:.0f} | {intact(nve)} "
+                         f"| {'–' if drift is None else f'{drift:+.3f}'} | {intact(lan)} |")
         print("\n".join(lines))
 
 

@@ -1,0 +1,57 @@
+"""Validation of changes to ``ACERegressor()``'s defaults on an rMD17 *training* split.
+
+Usage::
+
+    python validate_defaults.py MOLECULE N 'JSON list of settings' [--test]
+
+Each setting holds ``ACERegressor`` parameters and optionally ``"desc"``, a
+dict of ``ACETransformer`` parameters that override the default descriptor
+(``DEFAULT_DESCRIPTOR`` with the default degrees of the molecule's elements).
+Fits on the first N training configurations and validates on training
+configurations 500-999; ``--test`` also reports the test split's errors, for
+the record only (choices are made on the validation errors). One line of
+JSON per setting, also appended to ``validate.jsonl`` beside this file.
+Data from ``$SKACE_RMD17_DIR`` or ``shared/data/rmd17``.
+"""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from skace import ACERegressor, ACETransformer
+from skace.datasets import load_rmd17
+from skace.regressor import DEFAULT_DESCRIPTOR, default_degrees
+from validate import errors
+
+HERE = Path(__file__).parent
+
+
+def main(molecule, n_train, settings, with_test=False):
+    if n_train > 500:
+        raise SystemExit("N must be at most 500: configurations 500-999 are the validation set")
+    folder = os.environ.get("SKACE_RMD17_DIR", str(HERE / ".." / ".." / ".." / "shared" / "data" / "rmd17"))
+    full = load_rmd17(molecule, "train", path=folder)
+    train, val = full[:n_train], full[500:1000]
+    test = load_rmd17(molecule, "test", path=folder) if with_test else None
+    elements = sorted(set(full[0].get_chemical_symbols()))
+    for setting in settings:
+        params = dict(setting)
+        desc = params.pop("desc", None)
+        model = ACERegressor(**params)
+        if desc is not None:
+            model.set_params(descriptor=ACETransformer(**{**DEFAULT_DESCRIPTOR, **default_degrees(elements), **desc}))
+        t0 = time.perf_counter()
+        model.fit(train)
+        rec = dict(molecule=molecule, n_train=n_train, setting=setting, n_features=int(model.n_features_),
+                   alpha=float(model.alpha_), fit_s=round(time.perf_counter() - t0, 1), val=errors(model, val))
+        if test is not None:
+            rec["test_for_the_record"] = errors(model, test)
+        print(json.dumps(rec), flush=True)
+        with open(HERE / "validate.jsonl", "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if a != "--test"]
+    main(args[0], int(args[1]), json.loads(args[2]), with_test="--test" in sys.argv)
