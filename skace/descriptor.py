@@ -88,7 +88,9 @@ class ACETransformer(TransformerMixin, BaseEstimator):
     max_l : int, optional
         Largest angular degree of a factor.
     inner_cutoff : float, default=0.0
-        ``r_in`` of the radial transform (Å).
+        Inner radius ``r_in`` (Å) of the radial functions: Agnesi's transform
+        maps ``[r_in, r_cut]`` onto ``[1, -1]``, the Gaussian centres start at
+        ``r_in``, the Bessel sines span ``[r_in, r_cut]``; ChebExp ignores it.
     r0 : "covalent" or float, default="covalent"
         Length scale of the radial transform: per element pair (sum of
         covalent radii) or one value.

@@ -116,13 +116,51 @@ def load(path):
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise ModelFileError(f"{path} is corrupted (checksum mismatch)")
     try:
-        return pickle.loads(payload)
+        model = pickle.loads(payload)
     except Exception as err:  # intact bytes that this installation cannot rebuild into objects
         raise ModelFileError(
             f"{path} is intact but its model cannot be rebuilt here ({type(err).__name__}: {err}); it was "
             f"written by skace {header.get('skace')}: load it with that version, or check that the packages "
             "its model refers to (for example a baseline calculator's) are installed"
         ) from err
+    _check_features_unchanged(model, header, path)
+    return model
+
+
+def _version(text):
+    try:
+        return tuple(int(part) for part in str(text).split(".")[:3])
+    except ValueError:
+        return (0,)
+
+
+def _descriptors(model):
+    """ACE transformers inside ``model`` (itself, a regressor's descriptor, pipeline steps)."""
+    found = []
+    for obj in [model, getattr(model, "descriptor_", None)] + [step for _, step in getattr(model, "steps", [])]:
+        if hasattr(obj, "radial_basis") and hasattr(obj, "inner_cutoff"):
+            found.append(obj)
+        elif obj is not model and hasattr(obj, "descriptor_"):
+            found.extend(_descriptors(obj))
+    return found
+
+
+def _check_features_unchanged(model, header, path):
+    """Refuse models whose features this skace computes differently from the one that fitted them.
+
+    Before skace 0.2.0 the Bessel radial functions ignored ``inner_cutoff``; now
+    they span ``[inner_cutoff, cutoff]``, so such a model's coefficients no
+    longer match its features.
+    """
+    if _version(header.get("skace")) >= (0, 2, 0):
+        return
+    for desc in _descriptors(model):
+        if desc.radial_basis == "bessel" and desc.inner_cutoff > 0:
+            raise ModelFileError(
+                f"{path} was written by skace {header.get('skace')} with Bessel radial functions and "
+                f"inner_cutoff={desc.inner_cutoff}, which that version ignored and this one uses: "
+                "refit the model (or set inner_cutoff=0 to reproduce it) with this skace"
+            )
 
 
 def load_potential(path):

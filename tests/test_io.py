@@ -10,6 +10,8 @@ import stat
 import numpy as np
 import pytest
 from ase import Atoms
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 import skace
@@ -288,3 +290,24 @@ def test_model_pickled_before_new_parameters(model, tmp_path):
     assert params["stress_weight"] == 1.0 and params["baseline"] is None and params["stress_key"] == "stress"
     X = load_sample("test", n=2)
     np.testing.assert_array_equal(old.predict(X), model.predict(X))
+
+
+
+@pytest.mark.parametrize("inner, version, refused", [(0.5, "0.1.0", True), (0.0, "0.1.0", False), (0.5, "0.2.0", False)])
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_bessel_inner_cutoff_models_of_0_1_are_refused(tmp_path, inner, version, refused, pipeline):
+    """skace 0.1 ignored inner_cutoff for Bessel functions: such a model's coefficients do not fit today's features."""
+    data = load_sample(n=5)
+    desc = ACETransformer(cutoff=4.0, correlation_order=2, max_degree=5, radial_basis="bessel", inner_cutoff=inner)
+    if pipeline:
+        model = Pipeline([("ace", desc), ("ridge", Ridge())]).fit(data, [a.info["energy"] for a in data])
+    else:
+        model = ACERegressor(desc, solver="ridge", alpha=1e-3).fit(data)
+    path = tmp_path / "m.skace"
+    skace.save(model, path)
+    _rewrite_header(path, skace=version)
+    if refused:
+        with pytest.raises(ModelFileError, match="inner_cutoff=0.5.*refit"):
+            skace.load(path)
+    else:
+        assert type(skace.load(path)) is type(model)

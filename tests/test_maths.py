@@ -463,6 +463,23 @@ def test_radial_values_and_derivatives(family, r_in, shape, n_max):
     assert np.abs(R).max() > 1e-3  # not trivially zero
 
 
+def test_bessel_at_and_around_its_inner_radius():
+    """At r = r_in, sin(k s) / s takes its limit k; around it values and derivatives stay smooth."""
+    rc, r_in, n_max = 4.2, 0.7, 8
+    table = pair_parameters(["H", "O"], "bessel", rc, inner_cutoff=r_in, n_radial=n_max)
+    R, dR = kernel_radial("bessel", table[0, 1], np.array([r_in]), n_max)
+    L = rc - r_in
+    k = np.arange(1, n_max + 1) * np.pi / L
+    np.testing.assert_allclose(R[0], np.sqrt(2 / L) * k * ref.polynomial_envelope(r_in / rc), rtol=1e-14)
+    for h in [1e-9, 3e-6, 1e-3, 1e-2, 2e-2]:  # both sides of the series / quotient switch (|k s| = 0.01)
+        r = np.array([r_in - h, r_in + h])
+        R, dR = kernel_radial("bessel", table[0, 1], r, n_max)
+        R_ref = ref.radial_reference("bessel", r, n_max, rc, inner_cutoff=r_in)
+        dR_ref = ref.radial_derivative_reference("bessel", r, n_max, rc, inner_cutoff=r_in)
+        np.testing.assert_allclose(R, R_ref, rtol=1e-12)
+        np.testing.assert_allclose(dR, dR_ref, rtol=1e-5, atol=1e-6 * np.abs(dR_ref).max())
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_radial_vanishes_smoothly_at_cutoff(family):
     rc = 3.7
@@ -607,3 +624,41 @@ def test_stale_numba_caches_are_dropped(tmp_path, monkeypatch):
     assert stamp.read_text() == kernels.kernel_sources_digest()
     compiled[0].write_bytes(b"x")  # caches built from the current sources stay
     assert kernels.drop_stale_numba_caches() == 0 and compiled[0].exists()
+
+
+def test_stale_caches_under_numba_cache_dir_are_dropped(tmp_path, monkeypatch):
+    import numba
+    from numba.core.caching import _CacheLocator
+
+    import skace.kernels as kernels
+
+    package = tmp_path / "site" / "skace"
+    (package / "kernels").mkdir(parents=True)
+    (package / "kernels" / "radial.py").write_text("")
+    cache_dir = tmp_path / "numba-cache"
+    # where numba itself puts the caches of package/kernels/radial.py under NUMBA_CACHE_DIR
+    folder = cache_dir / _CacheLocator.get_suitable_cache_subpath(str(package / "kernels" / "radial.py"))
+    folder.mkdir(parents=True)
+    (folder / "radial.f-1.py311.nbi").write_bytes(b"x")
+    monkeypatch.setattr(kernels, "_PACKAGE", package)
+    monkeypatch.setattr(kernels, "_STAMP", package / "kernels" / "__pycache__" / "skace-kernels.sha256")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(cache_dir))
+    assert kernels.drop_stale_numba_caches() == 1
+    assert not (folder / "radial.f-1.py311.nbi").exists()
+
+
+def test_read_only_install_keeps_its_stamp_in_the_user_cache(tmp_path, monkeypatch):
+    import skace.kernels as kernels
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # the stamp's folder cannot be created: as in a read-only install
+    monkeypatch.setattr(kernels, "_PACKAGE", tmp_path / "site" / "skace")
+    monkeypatch.setattr(kernels, "_STAMP", blocked / "__pycache__" / "skace-kernels.sha256")
+    monkeypatch.setattr(kernels, "_user_cache_dir", lambda: tmp_path / "user-cache")
+    kernels.drop_stale_numba_caches()
+    stamps = list((tmp_path / "user-cache").glob("skace-kernels-*.sha256"))
+    assert len(stamps) == 1 and stamps[0].read_text() == kernels.kernel_sources_digest()
+    compiled = tmp_path / "site" / "skace" / "kernels" / "__pycache__" / "ace.f-1.py311.nbi"
+    compiled.parent.mkdir(parents=True)
+    compiled.write_bytes(b"x")
+    assert kernels.drop_stale_numba_caches() == 0 and compiled.exists()  # current: nothing recompiles

@@ -10,7 +10,8 @@ dict of ``ACETransformer`` parameters that override the default descriptor
 Fits on the first N training configurations and validates on training
 configurations 500-999; ``--test`` also reports the test split's errors, for
 the record only (choices are made on the validation errors). One line of
-JSON per setting, also appended to ``validate.jsonl`` beside this file.
+JSON per setting, also appended, without test errors, to ``validate.jsonl``
+beside this file.
 Data from ``$SKACE_RMD17_DIR`` or ``shared/data/rmd17``.
 """
 import json
@@ -32,6 +33,8 @@ def main(molecule, n_train, settings, with_test=False):
         raise SystemExit("N must be at most 500: configurations 500-999 are the validation set")
     folder = os.environ.get("SKACE_RMD17_DIR", str(HERE / ".." / ".." / ".." / "shared" / "data" / "rmd17"))
     full = load_rmd17(molecule, "train", path=folder)
+    if len(full) < 1000:
+        raise SystemExit(f"{molecule}: {len(full)} training configurations, need 1000 (validation: 500-999)")
     train, val = full[:n_train], full[500:1000]
     test = load_rmd17(molecule, "test", path=folder) if with_test else None
     elements = sorted(set(full[0].get_chemical_symbols()))
@@ -45,11 +48,11 @@ def main(molecule, n_train, settings, with_test=False):
         model.fit(train)
         rec = dict(molecule=molecule, n_train=n_train, setting=setting, n_features=int(model.n_features_),
                    alpha=float(model.alpha_), fit_s=round(time.perf_counter() - t0, 1), val=errors(model, val))
+        with open(HERE / "validate.jsonl", "a") as fh:  # validation only: the log holds no test errors
+            fh.write(json.dumps(rec) + "\n")
         if test is not None:
             rec["test_for_the_record"] = errors(model, test)
         print(json.dumps(rec), flush=True)
-        with open(HERE / "validate.jsonl", "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
 
 
 if __name__ == "__main__":

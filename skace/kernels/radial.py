@@ -99,12 +99,14 @@ def radial_with_derivative(family, params, r, n_max, R, dR):
         s = r - r_in
         for n in range(n_max):
             k = (n + 1) * math.pi / length
-            if abs(s) > 1e-12:
-                f = math.sin(k * s) / s
-                df = (k * math.cos(k * s) - f) / s
-            else:
-                f = k
-                df = 0.0
+            x = k * s
+            if abs(x) > 1e-2:
+                f = math.sin(x) / s
+                df = (k * math.cos(x) - f) / s
+            else:  # Taylor series of sin(ks)/s: the quotients lose digits as s -> 0
+                x2 = x * x
+                f = k * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0))
+                df = -k * k * x / 3.0 * (1.0 - x2 / 10.0 * (1.0 - x2 / 28.0))
             R[n] = norm * f * u
             dR[n] = norm * (df * u + f * du)
     else:  # GAUSSIAN

@@ -15,7 +15,8 @@ vanishing together with its first derivative at ``r_cut``:
     (with ``r_in = 0`` the spherical Bessel functions of MACE and NequIP), times
     a polynomial envelope ``1 - 28 x^6 + 48 x^7 - 21 x^8``, ``x = r / r_cut``.
     An inner radius puts the sines' resolution on the distances bonds take;
-    below it the functions continue smoothly (mirrored in ``s``).
+    below it the functions are mirror images of those above (smooth, but with
+    no repulsion for atoms pushed closer).
 ``"gaussian"``
     Gaussians centred evenly on ``[r_in, r_cut]`` (one per radial function of
     the basis) with a width of ``shape`` spacings, times the same polynomial
