@@ -127,10 +127,10 @@ def main(argv=None):
         runs = {}
         for r in results:
             runs.setdefault(key(r), {})[r["thermostat"]] = r
-        for (mol, n, temp), pair in runs.items():
-            def intact(r):
-                return "–" if r is None else f"{r['ps_intact']:.1f}{'' if r['intact'] else ' (broke)'}"
+        def intact(r):
+            return "–" if r is None else f"{r['ps_intact']:.1f}{'' if r['intact'] else ' (broke)'}"
 
+        for (mol, n, temp), pair in runs.items():
             nve, lan = pair.get("nve"), pair.get("langevin")
             drift = None if nve is None else nve.get("drift_meV_per_atom_per_ps")
             lines.append(f"| {mol} | {n} | {temp:.0f} | {intact(nve)} "

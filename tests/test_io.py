@@ -292,7 +292,6 @@ def test_model_pickled_before_new_parameters(model, tmp_path):
     np.testing.assert_array_equal(old.predict(X), model.predict(X))
 
 
-
 @pytest.mark.parametrize("inner, version, refused", [(0.5, "0.1.0", True), (0.0, "0.1.0", False), (0.5, "0.2.0", False)])
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_bessel_inner_cutoff_models_of_0_1_are_refused(tmp_path, inner, version, refused, pipeline):

@@ -65,7 +65,8 @@ def drop_stale_numba_caches():
     Returns the number of files deleted (0 when the caches are current).
     """
     current = kernel_sources_digest()
-    for stamp in _stamps():
+    stamps = _stamps()
+    for stamp in stamps:
         try:
             if stamp.read_text() == current:
                 return 0
@@ -81,7 +82,7 @@ def drop_stale_numba_caches():
             dropped += 1
         except OSError:  # gone already (a concurrent import), or not ours to delete
             pass
-    for stamp in _stamps():
+    for stamp in stamps:
         try:
             stamp.parent.mkdir(parents=True, exist_ok=True)
             partial = stamp.with_name(f"{stamp.name}.{os.getpid()}")
