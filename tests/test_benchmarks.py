@@ -1,0 +1,38 @@
+"""The benchmark scripts' helpers that need no data (the fits themselves run in benchmarks/)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "rmd17.py"
+
+
+@pytest.fixture(scope="module")
+def rmd17():
+    spec = importlib.util.spec_from_file_location("rmd17_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(path, rows):
+    path.write_text(json.dumps({"machine": "test", "settings": {}, "results": rows}))
+    return str(path)
+
+
+def test_plot_from_saved_results_keeps_the_latest_row(rmd17, tmp_path):
+    row = dict(molecule="ethanol", n_train=1000, energy_mae_meV=1.12, force_mae_meV_per_A=6.56)
+    old = _write(tmp_path / "old.json", [row, dict(row, n_train=50, energy_mae_meV=8.5, force_mae_meV_per_A=38.1),
+                                          {"molecule": "azobenzene", "skipped": "train or test file absent"}])
+    new = _write(tmp_path / "new.json", [dict(row, energy_mae_meV=1.07, force_mae_meV_per_A=6.26)])
+    merged = rmd17.merged_results([old, new])
+    assert [(r["n_train"], r["energy_mae_meV"]) for r in merged] == [(50, 8.5), (1000, 1.07)]
+    png = tmp_path / "curve.png"
+    rmd17.main(["--plot", str(png), "--plot-from", old, new])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_from_needs_an_output(rmd17, tmp_path):
+    with pytest.raises(SystemExit, match="--plot"):
+        rmd17.main(["--plot-from", _write(tmp_path / "a.json", [])])
