@@ -176,15 +176,34 @@ def markdown(results):
     return "\n".join(lines)
 
 
-def merged_results(paths):
-    """Result rows of several saved runs, one per (molecule, n_train): later files win."""
+def merged_results(paths, defaults_only=False):
+    """Result rows of several saved runs, one per (molecule, n_train): later files win.
+
+    A row's settings are its own ``settings`` or else its file's; ``defaults_only`` skips
+    rows fitted with any, so that they cannot replace a defaults row.
+    """
     rows = {}
     for path in paths:
         with open(path) as fh:
-            for r in json.load(fh)["results"]:
-                if "energy_mae_meV" in r:
-                    rows[r["molecule"], r["n_train"]] = r
+            saved = json.load(fh)
+        for r in saved["results"]:
+            if "energy_mae_meV" not in r:
+                continue
+            if defaults_only and r.get("settings", saved.get("settings")):
+                continue
+            rows[r["molecule"], r["n_train"]] = r
     return [rows[k] for k in sorted(rows)]
+
+
+def curve_table(results):
+    """Markdown table of a learning curve: one row per molecule, energy / force MAE per size."""
+    sizes = sorted({r["n_train"] for r in results})
+    cells = {(r["molecule"], r["n_train"]): f"{r['energy_mae_meV']:.3g} / {r['force_mae_meV_per_A']:.3g}"
+             for r in results}
+    lines = ["| molecule | " + " | ".join(map(str, sizes)) + " |", "|---" * (len(sizes) + 1) + "|"]
+    for mol in sorted({r["molecule"] for r in results}):
+        lines.append(f"| {mol} | " + " | ".join(cells.get((mol, n), "–") for n in sizes) + " |")
+    return "\n".join(lines)
 
 
 def plot_learning_curves(results, path):
@@ -230,13 +249,19 @@ def main(argv=None):
     parser.add_argument("--save-models", metavar="DIR", help="save each fitted model as DIR/MOLECULE_N.skace")
     parser.add_argument("--plot", metavar="PNG", help="plot learning curves (needs several --n-train)")
     parser.add_argument("--plot-from", nargs="+", metavar="JSON",
-                        help="with --plot: draw from saved result files instead of fitting (a later file's row "
-                             "replaces an earlier one of the same molecule and size)")
+                        help="with --plot or --markdown: draw the learning curves of the defaults (rows fitted "
+                             "with --settings are left out) or print their table from saved result files "
+                             "instead of fitting (a later file's row replaces an earlier one of the same "
+                             "molecule and size)")
     args = parser.parse_args(argv)
     if args.plot_from:
-        if not args.plot:
-            sys.exit("--plot-from needs --plot PNG")
-        plot_learning_curves(merged_results(args.plot_from), args.plot)
+        if not (args.plot or args.markdown):
+            sys.exit("--plot-from needs --plot PNG or --markdown")
+        rows = merged_results(args.plot_from, defaults_only=True)
+        if args.plot:
+            plot_learning_curves(rows, args.plot)
+        if args.markdown:
+            print(curve_table(rows))
         return
     folder = data_dir(args.data)
     if folder is None or not os.path.isdir(folder):
@@ -260,6 +285,7 @@ def main(argv=None):
                     r = {"molecule": mol, "n_train": n, "error": f"{type(err).__name__}: {err}"}
             r["published_linear_ace"] = PUBLISHED_1000[mol][0] if n == 1000 else PUBLISHED_ACE_50.get(mol) if n == 50 else None
             r["published_mace"] = PUBLISHED_1000[mol][1] if n == 1000 else None
+            r["settings"] = settings
             results.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
     out = {"machine": machine(), "settings": settings, "results": results}

@@ -33,6 +33,20 @@ def test_plot_from_saved_results_keeps_the_latest_row(rmd17, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_from_leaves_out_rows_fitted_with_settings(rmd17, tmp_path, capsys):
+    row = dict(molecule="aspirin", n_train=1000, energy_mae_meV=6.47, force_mae_meV_per_A=19.0)
+    defaults = _write(tmp_path / "defaults.json", [row, dict(row, n_train=50, energy_mae_meV=25.0,
+                                                             force_mae_meV_per_A=62.7)])
+    tuned = _write(tmp_path / "tuned.json", [dict(row, energy_mae_meV=5.36, force_mae_meV_per_A=17.1,
+                                                  settings={"descriptor__max_degree": [16, 8, 7, 7.5]})])
+    assert [r["energy_mae_meV"] for r in rmd17.merged_results([defaults, tuned])] == [25.0, 5.36]
+    assert [r["energy_mae_meV"] for r in rmd17.merged_results([defaults, tuned], defaults_only=True)] == [25.0, 6.47]
+    rmd17.main(["--markdown", "--plot-from", defaults, tuned])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| molecule | 50 | 1000 |"
+    assert table[2] == "| aspirin | 25 / 62.7 | 6.47 / 19 |"
+
+
 def test_plot_from_needs_an_output(rmd17, tmp_path):
     with pytest.raises(SystemExit, match="--plot"):
         rmd17.main(["--plot-from", _write(tmp_path / "a.json", [])])
