@@ -153,6 +153,12 @@ def machine():
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def _mae(v):
+    """An error for a table: three significant figures below 1, so that 0.495 is not shown as
+    the published 0.5, two decimals above."""
+    return f"{v:.3g}" if v < 1 else f"{v:.2f}"
+
+
 def markdown(results):
     lines = ["| molecule | n_train | skace E / F | linear ACE (pub.) | MACE (pub.) | features | fit s | peak MiB | µs/atom |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -164,10 +170,8 @@ def markdown(results):
         ace = PUBLISHED_1000[mol][0] if n == 1000 else PUBLISHED_ACE_50.get(mol) if n == 50 else None
         mace = PUBLISHED_1000[mol][1] if n == 1000 else None
         fmt = lambda p: f"{p[0]} / {p[1]}" if p else "–"  # noqa: E731
-        # bold: below the published linear ACE; three significant figures below 1, so that
-        # 0.495 is not shown as the published 0.5
-        num = lambda v: f"{v:.3g}" if v < 1 else f"{v:.2f}"  # noqa: E731
-        e, f = (f"**{num(v)}**" if ace and v < ace[i] else num(v)
+        # bold: below the published linear ACE
+        e, f = (f"**{_mae(v)}**" if ace and v < ace[i] else _mae(v)
                 for i, v in enumerate((r["energy_mae_meV"], r["force_mae_meV_per_A"])))
         lines.append(
             f"| {mol} | {n} | {e} / {f} | {fmt(ace)} | {fmt(mace)} "
@@ -198,7 +202,7 @@ def merged_results(paths, defaults_only=False):
 def curve_table(results):
     """Markdown table of a learning curve: one row per molecule, energy / force MAE per size."""
     sizes = sorted({r["n_train"] for r in results})
-    cells = {(r["molecule"], r["n_train"]): f"{r['energy_mae_meV']:.3g} / {r['force_mae_meV_per_A']:.3g}"
+    cells = {(r["molecule"], r["n_train"]): f"{_mae(r['energy_mae_meV'])} / {_mae(r['force_mae_meV_per_A'])}"
              for r in results}
     lines = ["| molecule | " + " | ".join(map(str, sizes)) + " |", "|---" * (len(sizes) + 1) + "|"]
     for mol in sorted({r["molecule"] for r in results}):

@@ -44,7 +44,7 @@ def test_plot_from_leaves_out_rows_fitted_with_settings(rmd17, tmp_path, capsys)
     rmd17.main(["--markdown", "--plot-from", defaults, tuned])
     table = capsys.readouterr().out.splitlines()
     assert table[0] == "| molecule | 50 | 1000 |"
-    assert table[2] == "| aspirin | 25 / 62.7 | 6.47 / 19 |"
+    assert table[2] == "| aspirin | 25.00 / 62.70 | 6.47 / 19.00 |"
 
 
 def test_plot_from_needs_an_output(rmd17, tmp_path):
