@@ -158,12 +158,15 @@ class LinearSystem:
         return np.concatenate([index, np.repeat(index, 3 * self.n_atoms)])
 
     def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False, stress_weight=0.0,
-                standardize=True, cv=False):
+                standardize=True, cv=False, consume=False):
         """Spectral form of the weighted fit, E0 subtracted (and refined jointly if ``joint_e0``).
 
         ``stress_weight`` multiplies the virial rows (none without stress data). ``cv``:
         always add the leave-one-structure-out curve on the design route (where the
         structures are known and the left singular vectors fit in :data:`CV_MAX_BYTES`).
+        ``consume``: the system is not solved again, so on the design route its force
+        rows are released once copied into the weighted design, before the SVD
+        allocates its factors (one force design's worth of memory less at the peak).
 
         The unknowns are the feature coefficients, followed, with
         ``joint_e0``, by corrections to ``e0`` (the element-count columns;
@@ -183,6 +186,8 @@ class LinearSystem:
         if use_design and (self.XF is not None or self.mF == 0):
             # Fortran order, which the SVD then overwrites instead of copying
             X, y = self.weighted_design(energy_weight, force_weight, e0, joint_e0, stress_weight)
+            if consume:
+                self.XF = None
             scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
             X /= scale
             groups = self.row_groups(stress_weight) if force_weight > 0 and self.mF else None

@@ -559,7 +559,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         cached = SPECTRUM_CACHE.get(skey) if cache else None
         if cached is None:
             cached = system.combine(energy_weight, force_weight, e0, gamma, use_design, joint, stress_weight,
-                                    self.standardize, cv=with_cv)
+                                    self.standardize, cv=with_cv, consume=consume)
             if cache:
                 SPECTRUM_CACHE.put(skey, cached)
         spec, scale = cached

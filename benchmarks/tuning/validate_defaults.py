@@ -2,13 +2,14 @@
 
 Usage::
 
-    python validate_defaults.py MOLECULE N 'JSON list of settings' [--test]
+    python validate_defaults.py MOLECULE N 'JSON list of settings' [--test] [--validate-from K]
 
 Each setting holds ``ACERegressor`` parameters and optionally ``"desc"``, a
 dict of ``ACETransformer`` parameters that override the default descriptor
 (``DEFAULT_DESCRIPTOR`` with the default degrees of the molecule's elements).
 Fits on the first N training configurations and validates on training
-configurations 500-999; ``--test`` also reports the test split's errors, for
+configurations K-999 (K = 500 unless ``--validate-from K`` says otherwise;
+N <= K); ``--test`` also reports the test split's errors, for
 the record only (choices are made on the validation errors). One line of
 JSON per setting, also appended, without test errors, to ``validate.jsonl``
 beside this file.
@@ -28,14 +29,14 @@ from validate import errors
 HERE = Path(__file__).parent
 
 
-def main(molecule, n_train, settings, with_test=False):
-    if n_train > 500:
-        raise SystemExit("N must be at most 500: configurations 500-999 are the validation set")
+def main(molecule, n_train, settings, with_test=False, validate_from=500):
+    if n_train > validate_from:
+        raise SystemExit(f"N must be at most {validate_from}: configurations {validate_from}-999 are the validation set")
     folder = os.environ.get("SKACE_RMD17_DIR", str(HERE / ".." / ".." / ".." / "shared" / "data" / "rmd17"))
     full = load_rmd17(molecule, "train", path=folder)
     if len(full) < 1000:
-        raise SystemExit(f"{molecule}: {len(full)} training configurations, need 1000 (validation: 500-999)")
-    train, val = full[:n_train], full[500:1000]
+        raise SystemExit(f"{molecule}: {len(full)} training configurations, need 1000 (validation: {validate_from}-999)")
+    train, val = full[:n_train], full[validate_from:1000]
     test = load_rmd17(molecule, "test", path=folder) if with_test else None
     elements = sorted(set(full[0].get_chemical_symbols()))
     for setting in settings:
@@ -46,7 +47,7 @@ def main(molecule, n_train, settings, with_test=False):
             model.set_params(descriptor=ACETransformer(**{**DEFAULT_DESCRIPTOR, **default_degrees(elements), **desc}))
         t0 = time.perf_counter()
         model.fit(train)
-        rec = dict(molecule=molecule, n_train=n_train, setting=setting, n_features=int(model.n_features_),
+        rec = dict(molecule=molecule, n_train=n_train, validate_from=validate_from, setting=setting, n_features=int(model.n_features_),
                    alpha=float(model.alpha_), fit_s=round(time.perf_counter() - t0, 1), val=errors(model, val))
         with open(HERE / "validate.jsonl", "a") as fh:  # validation only: the log holds no test errors
             fh.write(json.dumps(rec) + "\n")
@@ -56,5 +57,11 @@ def main(molecule, n_train, settings, with_test=False):
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--test"]
-    main(args[0], int(args[1]), json.loads(args[2]), with_test="--test" in sys.argv)
+    argv = sys.argv[1:]
+    start = 500
+    if "--validate-from" in argv:
+        i = argv.index("--validate-from")
+        start = int(argv[i + 1])
+        del argv[i:i + 2]
+    args = [a for a in argv if a != "--test"]
+    main(args[0], int(args[1]), json.loads(args[2]), with_test="--test" in argv, validate_from=start)
