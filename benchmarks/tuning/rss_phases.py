@@ -2,7 +2,6 @@
 
 Samples /proc/self/statm every 0.2 s; data from $SKACE_RMD17_DIR. Session 20 scratch tool, Linux only."""
 import threading, time, os, sys, json
-import numpy as np
 import skace.fitting as F, skace.linalg as L, skace.regressor as R
 from skace import ACERegressor
 from skace.datasets import load_rmd17

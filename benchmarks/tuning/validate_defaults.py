@@ -47,7 +47,8 @@ def main(molecule, n_train, settings, with_test=False, validate_from=500):
             model.set_params(descriptor=ACETransformer(**{**DEFAULT_DESCRIPTOR, **default_degrees(elements), **desc}))
         t0 = time.perf_counter()
         model.fit(train)
-        rec = dict(molecule=molecule, n_train=n_train, validate_from=validate_from, setting=setting, n_features=int(model.n_features_),
+        rec = dict(molecule=molecule, n_train=n_train, validate_from=validate_from, setting=setting,
+                   n_features=int(model.n_features_),
                    alpha=float(model.alpha_), fit_s=round(time.perf_counter() - t0, 1), val=errors(model, val))
         with open(HERE / "validate.jsonl", "a") as fh:  # validation only: the log holds no test errors
             fh.write(json.dumps(rec) + "\n")
@@ -57,11 +58,14 @@ def main(molecule, n_train, settings, with_test=False, validate_from=500):
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    start = 500
-    if "--validate-from" in argv:
-        i = argv.index("--validate-from")
-        start = int(argv[i + 1])
-        del argv[i:i + 2]
-    args = [a for a in argv if a != "--test"]
-    main(args[0], int(args[1]), json.loads(args[2]), with_test="--test" in argv, validate_from=start)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Validate settings against ACERegressor()'s defaults.")
+    parser.add_argument("molecule")
+    parser.add_argument("n_train", type=int)
+    parser.add_argument("settings", type=json.loads, help="JSON list of settings")
+    parser.add_argument("--test", action="store_true", help="also report test errors, for the record only")
+    parser.add_argument("--validate-from", type=int, default=500, metavar="K",
+                        help="validate on training configurations K-999 (default 500)")
+    a = parser.parse_args()
+    main(a.molecule, a.n_train, a.settings, with_test=a.test, validate_from=a.validate_from)
