@@ -14,7 +14,8 @@ from . import streaming as _streaming
 from .baselines import baseline_terms
 from .descriptor import ACETransformer, _check_device, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale,
-                      energy_row_scale, fingerprint, read_stress, read_targets)
+                      energy_row_scale, fingerprint, physical_memory, read_stress, read_targets,
+                      svd_exceeds_memory)
 from .kernels import ace as _k
 from .linalg import GRAM_JITTER, GramSolver, ard
 from .maths.basis import fold_coefficients, needed_products
@@ -210,6 +211,16 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         as many rows as features (few training structures) always use the
         design: it is then the smaller matrix, and the evidence of a fit
         that can interpolate needs its exact zero singular values.
+    svd_memory_limit : int or "auto", default="auto"
+        Largest estimated memory (bytes) of that SVD for an underdetermined fit
+        (``skace.fitting.svd_bytes``: about ``8 (2 m n + 2.5 m^2)`` for ``m``
+        rows and ``n`` features). A fit that would need more takes the Gram
+        route (``8 n^2`` bytes) instead of failing for want of memory, and
+        with the "bayesian" and "cv" solvers chooses alpha by the error of
+        ``validation_fraction`` of the structures held out, as ``solver="cv"``
+        does there (the evidence of a Gram matrix cannot choose it for a fit
+        that interpolates its data). "auto": 3/4 of the machine's physical
+        memory.
     eigen_limit : int, default=4000
         With more features than this, Gram-matrix fits with the "ridge" and
         "bayesian" solvers use Cholesky factorisations (the evidence is
@@ -259,7 +270,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         the fit is still a valid ridge fit. Always False on the SVD and
         eigendecomposition routes, which have their own fallback.
     cv_scores_ : ndarray (n, 2) or None
-        ``solver="cv"``: the alphas scored (in ``alpha_``'s units) and the mean
+        ``solver="cv"``, and "bayesian" fits that ``svd_memory_limit`` moved to
+        the Gram route: the alphas scored (in ``alpha_``'s units) and the mean
         squared held-out residual per weighted row at each; None otherwise.
     prior_order_ : float
         Order of the smoothness prior used (``prior_order``, resolved if "auto").
@@ -293,6 +305,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "stress_key": [str],
         "baseline": [None, HasMethods(["get_potential_energy", "get_forces"])],
         "design_limit": [Interval(Integral, 0, None, closed="left")],
+        "svd_memory_limit": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "eigen_limit": [Interval(Integral, 0, None, closed="left")],
         "cache": ["boolean"],
         "n_blocks": [Interval(Integral, 1, None, closed="left"), None],
@@ -320,6 +333,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         stress_weight=1.0,
         baseline=None,
         design_limit=2_000_000,
+        svd_memory_limit="auto",
         eigen_limit=4000,
         cache=True,
         n_blocks=None,
@@ -344,6 +358,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.stress_weight = stress_weight
         self.baseline = baseline
         self.design_limit = design_limit
+        self.svd_memory_limit = svd_memory_limit
         self.eigen_limit = eigen_limit
         self.cache = cache
         self.n_blocks = n_blocks
@@ -406,11 +421,16 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         owner = np.repeat(np.arange(len(structures)), [len(a) for a in structures])
         np.add.at(counts, (owner, species), 1.0)
 
+        memory_limit = self._svd_memory_limit()
+        beyond_memory = forces is not None and svd_exceeds_memory(len(forces), len(structures),
+                                                                  descriptor.n_features_out_, self.design_limit,
+                                                                  memory_limit)
+        holdout = self._holdout_fraction(beyond_memory)
         key = fingerprint(structures, energy_only, self.energy_key, self.forces_key,
-                          self.energy_weight_scaling, self.design_limit,
+                          self.energy_weight_scaling, self.design_limit, beyond_memory,
                           sorted(descriptor.get_params().items(), key=lambda kv: kv[0]),
                           None if y is None else energies.tobytes(), use_stress and self.stress_key,
-                          residual_hash, self._holdout_fraction())
+                          residual_hash, holdout)
         escale = energy_row_scale(structures, weights, self.energy_weight_scaling)
         system = SYSTEM_CACHE.get(key) if self.cache else None
         if system is None:
@@ -418,7 +438,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             with numba_threads(self.n_jobs):
                 system = assemble(descriptor, structures, energies, forces, escale, weights, len(elements),
                                   counts, self.design_limit, progress, stress=stress, n_blocks=self.n_blocks,
-                                  holdout=self._holdout_fraction())
+                                  holdout=holdout, memory_limit=memory_limit)
             if bar is not None:
                 bar.close()
             if self.cache:
@@ -428,9 +448,17 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         return self._finish_fit(descriptor, system, key, counts, energies, escale, energy_only, use_stress,
                                 consume=consume)
 
-    def _holdout_fraction(self):
-        """Share of the structures a Gram-route fit holds out to choose alpha (``solver="cv"``)."""
-        return float(self.validation_fraction) if self.solver == "cv" else 0.0
+    def _holdout_fraction(self, beyond_memory=False):
+        """Share of the structures a Gram-route fit holds out to choose alpha: with
+        ``solver="cv"``, and with "bayesian" too for a fit that ``svd_memory_limit``
+        moved from the design route (:func:`skace.fitting.svd_exceeds_memory`)."""
+        solvers = ("cv", "bayesian") if beyond_memory else ("cv",)
+        return float(self.validation_fraction) if self.solver in solvers else 0.0
+
+    def _svd_memory_limit(self):
+        if self.svd_memory_limit == "auto":
+            return 3 * physical_memory() // 4
+        return int(self.svd_memory_limit)
 
     def _finish_fit(self, descriptor, system, key, counts, energies, escale, energy_only, use_stress, cache=True,
                     consume=False):
@@ -514,7 +542,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.alpha_limited_ = False
         self.cv_scores_ = None
         big = not use_design and system.n_features > self.eigen_limit
-        if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")) or (
+        # held-out structures: solver="cv" on the Gram route, or an SVD beyond svd_memory_limit
+        held_out = system.holdout is not None and self.solver in ("cv", "bayesian")
+        if self.solver == "ard" or (big and self.solver in ("ridge", "bayesian")) or held_out or (
                 self.solver == "cv" and not use_design):
             G, b, yy, m = system.gram(energy_weight, force_weight, e0, joint, stress_weight, consume=consume)
             scale = column_scale(np.sqrt(np.maximum(np.diag(G), 0.0)), gamma, self.standardize)
@@ -531,7 +561,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 return d / scale
             gs = GramSolver(G, b, yy, m, jitter=0.0 if self.solver == "ridge" else GRAM_JITTER)
             del G
-            held = system.holdout if self.solver == "cv" else None
+            held = system.holdout if held_out else None
             if self.solver == "ridge":
                 lam = float(self.alpha)
             else:

@@ -447,6 +447,41 @@ def test_single_use_gram_fit_holds_one_matrix(monkeypatch):
     assert peak < 1.7 * 8 * width**2, (peak / (8 * width**2), width)
 
 
+def test_underdetermined_fit_beyond_svd_memory_limit_takes_gram_route_with_holdout():
+    """An underdetermined fit keeps its design for the SVD while the SVD's estimated memory
+    (``svd_bytes``) is within ``svd_memory_limit``; one byte less moves it to the Gram route,
+    where alpha is chosen by held-out structures as ``solver="cv"`` does there (the same
+    coefficients), rather than by a Gram evidence that runs off to no regularisation."""
+    from skace.fitting import clearly_underdetermined, svd_bytes
+
+    rng = np.random.default_rng(5)
+    clusters = [random_cluster(rng, int(rng.integers(5, 9))) for _ in range(12)]
+    data = Truth(clusters, clusters[:1], seed=6).train
+    rng = np.random.default_rng(7)
+    for a in data:
+        a.arrays["forces"] = a.arrays["forces"] + rng.normal(scale=0.05, size=(len(a), 3))
+    desc = ACETransformer(cutoff=4.0, correlation_order=3, max_degree=9)
+    rows = sum(3 * len(a) + 1 for a in data)
+    n = desc.fit(data).n_features_out_
+    assert clearly_underdetermined(rows, n)
+    limit = int(svd_bytes(rows, n))
+    kw = dict(design_limit=0, cache=False)
+    design = ACERegressor(desc, svd_memory_limit=limit, **kw).fit(data)
+    assert design.spectrum_ is not None and design.spectrum_.m == rows
+    gram = ACERegressor(desc, svd_memory_limit=limit - 1, **kw).fit(data)
+    assert gram.spectrum_ is None and gram.cv_scores_ is not None
+    assert gram.alpha_ == gram.cv_scores_[np.argmin(gram.cv_scores_[:, 1]), 0]
+    cv = ACERegressor(desc, solver="cv", svd_memory_limit=limit - 1, **kw).fit(data)
+    np.testing.assert_array_equal(gram.coef_, cv.coef_)
+    # a fixed alpha holds nothing out: every structure is in the fit
+    ridge = ACERegressor(desc, solver="ridge", alpha=1e-3, svd_memory_limit=limit - 1, **kw).fit(data)
+    ref = ACERegressor(desc, solver="ridge", alpha=1e-3, eigen_limit=0, design_limit=0,
+                       svd_memory_limit=limit, cache=False).fit(data)
+    np.testing.assert_allclose(ridge.coef_, ref.coef_, rtol=1e-6, atol=1e-9 * np.abs(ref.coef_).max())
+    assert ACERegressor().svd_memory_limit == "auto"
+    assert ACERegressor()._svd_memory_limit() == 3 * skace.fitting.physical_memory() // 4
+
+
 def test_single_use_design_fit_releases_force_rows():
     """A design-route (SVD) fit whose system is not cached drops the system's force rows
     once they are copied into the weighted design: same coefficients to the last bit as a
