@@ -35,9 +35,10 @@ POSTERIOR_SAVE_BYTES = 64 * 2**20
 DEFAULT_DESCRIPTOR = dict(cutoff=4.5, correlation_order=4, max_degree=[16, 8, 7, 6.5], radial_basis="bessel",
                           l_weight=0.25)
 
-#: Degree ladder of the default descriptor, smallest first: rungs ``(degrees, hydrogen_degrees)``,
-#: one degree per correlation order, for the heavy (non-hydrogen) centres and for hydrogen
-#: centres (None: the same).
+#: Degree ladder of the default descriptor, smallest first: rungs ``(degrees, center_degrees)``,
+#: one degree per correlation order, for every centre and (a dict, or None) lower ones for
+#: some central elements (``ACETransformer``'s ``center_max_degree``; elements absent from
+#: the data are dropped).
 #: With ``l_weight=0.25`` the degree mostly counts radial indices, so the basis spends its
 #: functions on angular resolution: at equal size that beat ``l_weight=1`` by 20 % in
 #: validation (benchmarks/tuning/defaults_2026-11-25.md, section 3). The upper rungs raise
@@ -48,10 +49,17 @@ DEFAULT_DESCRIPTOR = dict(cutoff=4.5, correlation_order=4, max_degree=[16, 8, 7,
 #: hydrogen 16/8/6.5/5 spends its functions on carbon and oxygen: it validated 7-11 % better
 #: than 16/8/7/6.5 on aspirin and ethanol, and for C, H, N, O 16/7/6/6 with hydrogen
 #: 16/7/5.5/4.5 validated 6 % better than 16/7/6/5.5 on uracil (same file, "per-centre degrees").
+#: The rung after it raises the carbon centres' five-body degree to 7.5 (C, H, O: 37062
+#: functions, beyond :data:`DEFAULT_MAX_FEATURES`; ``default_degrees(elements, 37100)``):
+#: it validated 7 % better on aspirin and 11-14 % on salicylic acid (same file, sessions 18
+#: and 20).
+_H16 = {"H": [16, 7, 5.5, 4.5]}
+_H18 = {"H": [16, 8, 6.5, 5]}
 DEFAULT_DEGREES = (
     ([12, 6, 5, 4], None), ([14, 7, 5.5, 4.5], None), ([16, 7, 6, 4.5], None), ([16, 7, 6, 5], None),
-    ([16, 7, 6, 5.5], None), ([16, 7, 6, 6], [16, 7, 5.5, 4.5]), ([16, 8, 7, 5], None), ([16, 8, 7, 6], None),
-    ([16, 8, 7, 6.5], None), ([16, 8, 7, 7], [16, 8, 6.5, 5]), ([20, 10, 8.5, 7], None),
+    ([16, 7, 6, 5.5], None), ([16, 7, 6, 6], _H16), ([16, 8, 7, 5], None), ([16, 8, 7, 6], None),
+    ([16, 8, 7, 6.5], None), ([16, 8, 7, 7], _H18),
+    ([16, 8, 7, 7.5], {**_H18, "N": [16, 8, 7, 7], "O": [16, 8, 7, 7]}), ([20, 10, 8.5, 7], None),
     ([20, 10, 8.5, 7.5], None), ([20, 10, 8.5, 8], None))
 
 #: Largest basis of the default descriptor: what fits in minutes and about 14 GB on two
@@ -65,14 +73,20 @@ DEFAULT_MAX_FEATURES = 28200
 AUTO_PRIOR_ORDERS = (2.0, 3.0)
 
 
+def _rung_params(elements, rung):
+    """``ACETransformer`` degree parameters of ``rung`` for ``elements``."""
+    degrees, centers = rung
+    centers = {el: list(d) for el, d in (centers or {}).items() if el in elements}
+    return dict(max_degree=list(degrees), center_max_degree=centers or None)
+
+
 def _rung_size(elements, rung):
     """Number of functions of the default descriptor on ``rung`` for ``elements``."""
     from .maths.basis import ACEBasis
 
-    degrees, hydrogen = rung
-    return ACEBasis(list(elements), DEFAULT_DESCRIPTOR["correlation_order"], list(degrees),
-                    DEFAULT_DESCRIPTOR["l_weight"], None,
-                    center_max_degree=None if hydrogen is None else {"H": list(hydrogen)}).n_features
+    params = _rung_params(elements, rung)
+    return ACEBasis(list(elements), DEFAULT_DESCRIPTOR["correlation_order"], params["max_degree"],
+                    DEFAULT_DESCRIPTOR["l_weight"], None, center_max_degree=params["center_max_degree"]).n_features
 
 
 def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
@@ -87,12 +101,19 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
     [16, 7, 5.5, 4.5] (27490). (With the earlier
     ``l_weight=1``, in validation on naphthalene, trained on 500 training configurations
     and validated on 500 others, a C, H basis of 11424 functions gave 8.6 meV/Å against
-    19.0 for one of 2324.)
+    19.0 for one of 2324.) A larger budget takes the rungs above: for C, H, O, 37100
+    gives carbon centres a five-body degree of 7.5 (37062 functions, an 11 GB Gram
+    matrix), which validated 7-14 % better on aspirin and salicylic acid.
+
+    Parameters
+    ----------
+    elements : list of str
+    max_features : int, default=DEFAULT_MAX_FEATURES
 
     Returns
     -------
     params : dict
-        ``max_degree`` (list) and ``center_max_degree`` (``{"H": list}`` or None), as
+        ``max_degree`` (list) and ``center_max_degree`` (dict or None), as
         ``ACETransformer`` parameters.
 
     Examples
@@ -102,16 +123,15 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
     {'max_degree': [16, 8, 7, 7], 'center_max_degree': {'H': [16, 8, 6.5, 5]}}
     >>> default_degrees(["H", "C"])
     {'max_degree': [20, 10, 8.5, 8], 'center_max_degree': None}
+    >>> default_degrees(["H", "C", "O"], max_features=37100)["center_max_degree"]
+    {'H': [16, 8, 6.5, 5], 'O': [16, 8, 7, 7]}
     """
     chosen = DEFAULT_DEGREES[0]
     for rung in DEFAULT_DEGREES[1:]:
         if _rung_size(elements, rung) > max_features:
             break
         chosen = rung
-    degrees, hydrogen = chosen
-    if hydrogen is None or "H" not in elements:
-        return dict(max_degree=list(degrees), center_max_degree=None)
-    return dict(max_degree=list(degrees), center_max_degree={"H": list(hydrogen)})
+    return _rung_params(elements, chosen)
 
 
 def default_descriptor(elements):

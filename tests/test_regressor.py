@@ -1103,26 +1103,33 @@ def test_large_posterior_is_not_pickled(noisy_cho, monkeypatch):
     np.testing.assert_array_equal(model.predict(noisy_cho[:3], return_std=True)[1], std)  # the fitted object keeps it
 
 
+@pytest.mark.parametrize("budget", [None, 37100])
 @pytest.mark.parametrize("elements", [["C", "H"], ["C", "H", "O"], ["C", "H", "N", "O"]])
-def test_default_degrees_take_the_largest_rung_within_budget(elements):
+def test_default_degrees_take_the_largest_rung_within_budget(elements, budget):
     from skace.maths.basis import ACEBasis
     from skace.regressor import DEFAULT_DEGREES, DEFAULT_DESCRIPTOR, DEFAULT_MAX_FEATURES, default_degrees
 
-    def basis(degrees, hydrogen):  # built here, independently of the ladder's own size helper
-        center = None if hydrogen is None else {"H": list(hydrogen)}
+    budget = budget or DEFAULT_MAX_FEATURES
+
+    def basis(degrees, centers):  # built here, independently of the ladder's own helpers
+        center = {el: list(d) for el, d in (centers or {}).items() if el in elements} or None
         return ACEBasis(elements, DEFAULT_DESCRIPTOR["correlation_order"], list(degrees),
                         DEFAULT_DESCRIPTOR["l_weight"], None, center_max_degree=center)
 
-    chosen = default_degrees(elements)
-    rung = (chosen["max_degree"], (chosen["center_max_degree"] or {}).get("H"))
-    chosen_basis = basis(*rung)
-    assert chosen_basis.n_features <= DEFAULT_MAX_FEATURES
-    k = [(list(d), None if h is None else list(h)) for d, h in DEFAULT_DEGREES].index(rung)
-    if k + 1 < len(DEFAULT_DEGREES):
-        assert basis(*DEFAULT_DEGREES[k + 1]).n_features > DEFAULT_MAX_FEATURES
-    if rung[1] is not None:  # hydrogen centres really get fewer functions than the heavy ones
+    chosen = default_degrees(elements, budget)
+    chosen_basis = basis(chosen["max_degree"], chosen["center_max_degree"])
+    assert chosen_basis.n_features <= budget
+    # the rung below the first one beyond the budget (per-centre rungs may be smaller than
+    # the uniform rung before them, so the ladder is climbed, not searched)
+    sizes = [basis(*rung).n_features for rung in DEFAULT_DEGREES]
+    k = next((i for i, n in enumerate(sizes) if n > budget), len(sizes)) - 1
+    assert chosen_basis.n_features == sizes[k]
+    assert chosen["max_degree"] == list(DEFAULT_DEGREES[k][0])
+    if chosen["center_max_degree"]:  # the named centres really get fewer functions than carbon
         per_center = chosen_basis.features_per_center()
-        assert per_center["H"] < min(n for e, n in per_center.items() if e != "H")
+        assert all(per_center[el] < per_center["C"] for el in chosen["center_max_degree"])
+    if elements == ["C", "H", "O"] and budget == 37100:  # the carbon five-body rung
+        assert chosen_basis.n_features == 37062 and chosen["max_degree"] == [16, 8, 7, 7.5]
 
 
 def row_structures(structures):
