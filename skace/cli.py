@@ -86,7 +86,8 @@ def _degree_params(args, structures):
 
     nu = args.correlation_order
     fit = lambda ladder: (list(ladder) + list(ladder[-1:]) * nu)[:nu]  # noqa: E731
-    default = default_degrees(ACETransformer()._elements_of(structures))
+    budget = {} if args.max_features is None else dict(max_features=args.max_features)
+    default = default_degrees(ACETransformer()._elements_of(structures), **budget)
     merged = {s: fit(d) for s, d in (default["center_max_degree"] or {}).items()}
     merged.update(center or {})
     return dict(max_degree=fit(default["max_degree"]), center_max_degree=merged or None)
@@ -293,6 +294,10 @@ def build_parser():
                        help="total degree bound, one value or one per order (default: the largest that keeps "
                             "the basis within 28200 functions for the data's elements, e.g. 16,8,7,7 for C, H, O "
                             "with H=16,8,6.5,5)")
+        p.add_argument("--max-features", type=_positive_int, default=None, metavar="N",
+                       help="without --max-degree: the default degrees' budget of functions (default 28200); "
+                            "37100 gives C, H, O carbon centres a five-body degree of 7.5 (37062 functions, "
+                            "an 11 GB Gram matrix)")
         p.add_argument("--center-max-degree", type=_center_degree, action="append", metavar="SYMBOL=DEGREES",
                        help="lower degree bounds for the features of one central element, e.g. H=16,8,6.5,5 "
                             "(repeatable; without --max-degree, added to the default's)")
