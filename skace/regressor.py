@@ -918,7 +918,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     def __setstate__(self, state):
         # models pickled before these parameters existed get their defaults
         for name, default in (("stress_key", "stress"), ("stress_weight", 1.0), ("baseline", None),
-                              ("n_blocks", None), ("standardize", True), ("device", "cpu")):
+                              ("n_blocks", None), ("standardize", True), ("device", "cpu"),
+                              ("svd_memory_limit", "auto")):
             state.setdefault(name, default)
         super().__setstate__(state)
 

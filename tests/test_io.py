@@ -280,14 +280,16 @@ def test_intact_file_that_cannot_be_rebuilt(tmp_path):
 
 
 def test_model_pickled_before_new_parameters(model, tmp_path):
-    """Models saved before stress_weight / stress_key / baseline existed load with their defaults."""
+    """Models saved before stress_weight / stress_key / baseline / svd_memory_limit existed load
+    with their defaults."""
     state = model.__getstate__()
-    for name in ("stress_weight", "stress_key", "baseline"):
+    for name in ("stress_weight", "stress_key", "baseline", "svd_memory_limit"):
         state.pop(name)
     old = ACERegressor.__new__(ACERegressor)
     old.__setstate__(state)
     params = old.get_params()
     assert params["stress_weight"] == 1.0 and params["baseline"] is None and params["stress_key"] == "stress"
+    assert params["svd_memory_limit"] == "auto"
     X = load_sample("test", n=2)
     np.testing.assert_array_equal(old.predict(X), model.predict(X))
 
