@@ -13,6 +13,7 @@ Usage::
     python benchmarks/rmd17.py --molecules ethanol aspirin --n-train 50 1000
     python benchmarks/rmd17.py --settings '{"descriptor__max_degree": 12}'
     python benchmarks/rmd17.py --plot curves.png --plot-from a.json b.json   # no fitting
+    python benchmarks/rmd17.py --time-models models/*.skace --threads 2      # re-time saved models
 """
 
 import argparse
@@ -91,7 +92,6 @@ def run_one(molecule, n_train, settings, folder, threads, save_dir=None):
     import resource
 
     import numba
-    import numpy as np
 
     from skace.datasets import load_rmd17
     from skace.metrics import evaluate
@@ -106,12 +106,6 @@ def run_one(molecule, n_train, settings, folder, threads, save_dir=None):
     fit_time = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
     errors = evaluate(model, test)
-    n_atoms = sum(len(a) for a in test)
-    best = np.inf
-    for _ in range(3):
-        t0 = time.perf_counter()
-        model.predict_energy_forces(test)
-        best = min(best, time.perf_counter() - t0)
     d = model.descriptor_
     if save_dir:
         from skace import save
@@ -129,12 +123,44 @@ def run_one(molecule, n_train, settings, folder, threads, save_dir=None):
         "n_features_per_element": d.basis_.features_per_center(),
         "fit_time_s": fit_time,
         "peak_memory_MiB": peak,
-        "predict_us_per_atom": 1e6 * best / n_atoms,
+        "predict_us_per_atom": predict_us_per_atom(model, test),
         "alpha": float(model.alpha_),
         "alpha_limited": bool(model.alpha_limited_),
         "prior_order": float(getattr(model, "prior_order_", model.prior_order)),
         "threads": numba.get_num_threads(),
     }
+
+
+def predict_us_per_atom(model, structures, repeat=3):
+    """Best of ``repeat`` timings of energy + forces for ``structures``, in µs per atom."""
+    import numpy as np
+
+    best = np.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        model.predict_energy_forces(structures)
+        best = min(best, time.perf_counter() - t0)
+    return 1e6 * best / sum(len(a) for a in structures)
+
+
+def time_saved_model(path, folder, threads=None):
+    """Prediction cost of a model saved by ``--save-models`` (``MOLECULE_N.skace``) on its
+    molecule's test split, with the errors as a check that the file is the model meant."""
+    import numba
+    from skace import load
+    from skace.datasets import load_rmd17
+    from skace.metrics import evaluate
+
+    if threads:
+        numba.set_num_threads(threads)
+    molecule = os.path.basename(path).rsplit("_", 1)[0]
+    model = load(path)
+    test = load_rmd17(molecule, "test", path=folder)
+    model.predict_energy_forces(test[:2])  # compile outside the timing
+    errors = evaluate(model, test)
+    return {"model": path, "molecule": molecule, "n_features": int(model.n_features_),
+            "energy_mae_meV": 1000 * errors["energy_mae"], "force_mae_meV_per_A": 1000 * errors["force_mae"],
+            "predict_us_per_atom": predict_us_per_atom(model, test), "threads": numba.get_num_threads()}
 
 
 def machine():
@@ -252,6 +278,9 @@ def main(argv=None):
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
     parser.add_argument("--save-models", metavar="DIR", help="save each fitted model as DIR/MOLECULE_N.skace")
     parser.add_argument("--plot", metavar="PNG", help="plot learning curves (needs several --n-train)")
+    parser.add_argument("--time-models", nargs="+", metavar="MODEL",
+                        help="instead of fitting, time energy + forces of saved models (MOLECULE_N.skace, as "
+                             "--save-models writes them) on their test splits, one after the other")
     parser.add_argument("--plot-from", nargs="+", metavar="JSON",
                         help="with --plot or --markdown: draw the learning curves of the defaults (rows fitted "
                              "with --settings are left out) or print their table from saved result files "
@@ -270,6 +299,17 @@ def main(argv=None):
     folder = data_dir(args.data)
     if folder is None or not os.path.isdir(folder):
         sys.exit("rMD17 data not found: pass --data or set SKACE_RMD17_DIR")
+    if args.time_models:
+        results = []
+        for path in args.time_models:
+            results.append(time_saved_model(path, folder, args.threads))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+        out = {"machine": machine(), "results": results}
+        print(json.dumps(out, indent=1))
+        if args.output:
+            with open(args.output, "w") as fh:
+                json.dump(out, fh, indent=1)
+        return
     molecules = args.molecules or available(folder)
     missing = [m for m in molecules if m not in available(folder)]
     settings = json.loads(args.settings)

@@ -50,3 +50,31 @@ def test_plot_from_leaves_out_rows_fitted_with_settings(rmd17, tmp_path, capsys)
 def test_plot_from_needs_an_output(rmd17, tmp_path):
     with pytest.raises(SystemExit, match="--plot"):
         rmd17.main(["--plot-from", _write(tmp_path / "a.json", [])])
+
+
+def test_time_models_times_a_saved_model_on_its_test_split(rmd17, tmp_path, capsys):
+    """``--time-models`` loads ``MOLECULE_N.skace``, evaluates it on that molecule's test split
+    (errors as a check that the file is the model meant) and times energy + forces."""
+    import numpy as np
+    from ase.units import kcal, mol
+
+    import skace
+    from skace import ACERegressor, ACETransformer
+    from skace.datasets import load_sample
+    from skace.metrics import evaluate
+
+    data = load_sample(n=14)
+    train, test = data[:10], data[10:]
+    np.savez(tmp_path / "rmd17_ethanol_test_01.npz", nuclear_charges=test[0].numbers.astype(np.uint8),
+             coords=np.array([a.positions for a in test]),
+             energies=np.array([a.info["energy"] for a in test]) / (kcal / mol),
+             forces=np.array([a.arrays["forces"] for a in test]) / (kcal / mol), old_indices=np.arange(len(test)))
+    model = ACERegressor(ACETransformer(cutoff=4.0, correlation_order=2, max_degree=4)).fit(train)
+    path = tmp_path / "ethanol_10.skace"
+    skace.save(model, path)
+    out = tmp_path / "timing.json"
+    rmd17.main(["--data", str(tmp_path), "--time-models", str(path), "--output", str(out)])
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["molecule"] == "ethanol" and row["n_features"] == model.n_features_
+    assert row["energy_mae_meV"] == pytest.approx(1000 * evaluate(model, test)["energy_mae"], rel=1e-9)
+    assert row["predict_us_per_atom"] > 0
