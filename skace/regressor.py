@@ -476,6 +476,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         return float(self.validation_fraction) if self.solver in solvers else 0.0
 
     def _svd_memory_limit(self):
+        """``svd_memory_limit`` in bytes ("auto": 3/4 of physical memory)."""
         if self.svd_memory_limit == "auto":
             return 3 * physical_memory() // 4
         return int(self.svd_memory_limit)
