@@ -292,12 +292,12 @@ def build_parser():
                        help=f"largest ν; body order ν+1 (default {D['correlation_order']})")
         p.add_argument("--max-degree", type=_degree, default=None,
                        help="total degree bound, one value or one per order (default: the largest that keeps "
-                            "the basis within 28200 functions for the data's elements, e.g. 16,8,7,7 for C, H, O "
-                            "with H=16,8,6.5,5)")
+                            "the basis within 37100 functions for the data's elements, e.g. 16,8,7,7.5 for C, H, O "
+                            "with H=16,8,6.5,5 and O=16,8,7,7)")
         p.add_argument("--max-features", type=_positive_int, default=None, metavar="N",
-                       help="without --max-degree: the default degrees' budget of functions (default 28200); "
-                            "37100 gives C, H, O carbon centres a five-body degree of 7.5 (37062 functions, "
-                            "an 11 GB Gram matrix)")
+                       help="without --max-degree: the default degrees' budget of functions (default 37100); "
+                            "28200 gives C, H, O 16,8,7,7 (28152 functions, a 6.4 GB Gram matrix instead of "
+                            "11 GB, 1.8 times faster to predict with)")
         p.add_argument("--center-max-degree", type=_center_degree, action="append", metavar="SYMBOL=DEGREES",
                        help="lower degree bounds for the features of one central element, e.g. H=16,8,6.5,5 "
                             "(repeatable; without --max-degree, added to the default's)")

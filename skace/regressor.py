@@ -50,9 +50,10 @@ DEFAULT_DESCRIPTOR = dict(cutoff=4.5, correlation_order=4, max_degree=[16, 8, 7,
 #: than 16/8/7/6.5 on aspirin and ethanol, and for C, H, N, O 16/7/6/6 with hydrogen
 #: 16/7/5.5/4.5 validated 6 % better than 16/7/6/5.5 on uracil (same file, "per-centre degrees").
 #: The rung after it raises the carbon centres' five-body degree to 7.5 (C, H, O: 37062
-#: functions, beyond :data:`DEFAULT_MAX_FEATURES`; ``default_degrees(elements, 37100)``):
-#: it validated 5-14 % better on both errors for all four C, H, O molecules of rMD17
-#: (aspirin, salicylic acid, ethanol, malonaldehyde; same file, sessions 18, 20 and 21).
+#: functions, the default since session 22; ``default_degrees(elements, 28200)`` gives the
+#: rung below, 1.8 times cheaper to predict with): it validated 5-14 % better on both
+#: errors for all four C, H, O molecules of rMD17 (aspirin, salicylic acid, ethanol,
+#: malonaldehyde; same file, sessions 18, 20 and 21).
 _H16 = {"H": [16, 7, 5.5, 4.5]}
 _H18 = {"H": [16, 8, 6.5, 5]}
 DEFAULT_DEGREES = (
@@ -62,11 +63,11 @@ DEFAULT_DEGREES = (
     ([16, 8, 7, 7.5], {**_H18, "N": [16, 8, 7, 7], "O": [16, 8, 7, 7]}), ([20, 10, 8.5, 7], None),
     ([20, 10, 8.5, 7.5], None), ([20, 10, 8.5, 8], None))
 
-#: Largest basis of the default descriptor: what fits in minutes and about 14 GB on two
-#: cores (28200 functions: a 6.4 GB Gram matrix). C, H, O reach 16/8/7/7 with hydrogen
-#: 16/8/6.5/5 (28152 functions), C, H [20, 10, 8.5, 8] (23306), C, H, N, O 16/7/6/6 with
-#: hydrogen 16/7/5.5/4.5 (27490).
-DEFAULT_MAX_FEATURES = 28200
+#: Largest basis of the default descriptor: what fits in under an hour and about 13 GB on
+#: two cores (37100 functions: an 11 GB Gram matrix). C, H, O reach 16/8/7/7.5 with
+#: hydrogen 16/8/6.5/5 and oxygen 16/8/7/7 (37062 functions), C, H [20, 10, 8.5, 8]
+#: (23306), C, H, N, O 16/7/6/6 with hydrogen 16/7/5.5/4.5 (27490).
+DEFAULT_MAX_FEATURES = 37100
 
 #: Prior orders of ``prior_order="auto"``: (a fit with enough data, a clearly underdetermined
 #: one). Validation on rMD17 training splits: ``benchmarks/tuning/defaults_2026-12-03.md``.
@@ -96,14 +97,15 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
 
     The basis grows steeply with the number of elements, so one fixed degree is either
     too small for hydrocarbons or too large for four elements: for C, H it is
-    [20, 10, 8.5, 8] (23306 functions), for C, H, O [16, 8, 7, 7] with hydrogen centres
-    at [16, 8, 6.5, 5] (28152), for C, H, N, O [16, 7, 6, 6] with hydrogen at
-    [16, 7, 5.5, 4.5] (27490). (With the earlier
+    [20, 10, 8.5, 8] (23306 functions), for C, H, O [16, 8, 7, 7.5] with hydrogen
+    centres at [16, 8, 6.5, 5] and oxygen at [16, 8, 7, 7] (37062), for C, H, N, O
+    [16, 7, 6, 6] with hydrogen at [16, 7, 5.5, 4.5] (27490). (With the earlier
     ``l_weight=1``, in validation on naphthalene, trained on 500 training configurations
     and validated on 500 others, a C, H basis of 11424 functions gave 8.6 meV/Å against
-    19.0 for one of 2324.) A larger budget takes the rungs above: for C, H, O, 37100
-    gives carbon centres a five-body degree of 7.5 (37062 functions, an 11 GB Gram
-    matrix), which validated 5-14 % better on the C, H, O molecules of rMD17.
+    19.0 for one of 2324.) A smaller budget takes the rungs below: for C, H, O, 28200
+    gives [16, 8, 7, 7] (28152 functions, a 6.4 GB Gram matrix instead of 11 GB, 1.8
+    times cheaper to predict with), which validated 5-14 % worse on the C, H, O
+    molecules of rMD17.
 
     Parameters
     ----------
@@ -120,11 +122,11 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
     --------
     >>> from skace.regressor import default_degrees
     >>> default_degrees(["H", "C", "O"])
-    {'max_degree': [16, 8, 7, 7], 'center_max_degree': {'H': [16, 8, 6.5, 5]}}
+    {'max_degree': [16, 8, 7, 7.5], 'center_max_degree': {'H': [16, 8, 6.5, 5], 'O': [16, 8, 7, 7]}}
     >>> default_degrees(["H", "C"])
     {'max_degree': [20, 10, 8.5, 8], 'center_max_degree': None}
-    >>> default_degrees(["H", "C", "O"], max_features=37100)["center_max_degree"]
-    {'H': [16, 8, 6.5, 5], 'O': [16, 8, 7, 7]}
+    >>> default_degrees(["H", "C", "O"], max_features=28200)
+    {'max_degree': [16, 8, 7, 7], 'center_max_degree': {'H': [16, 8, 6.5, 5]}}
     """
     chosen = DEFAULT_DEGREES[0]
     for rung in DEFAULT_DEGREES[1:]:
@@ -158,9 +160,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     descriptor : ACETransformer, optional
         The basis (cloned and fitted in ``fit``). None: :func:`default_descriptor`,
         Bessel radial functions, cutoff 4.5 Å, body order 5, ``l_weight=0.25``, and
-        the largest degrees of a ladder that keep the basis within 28200
-        functions for the training data's elements (16/8/7/7, hydrogen centres
-        16/8/6.5/5, for C, H, O),
+        the largest degrees of a ladder that keep the basis within 37100
+        functions for the training data's elements (16/8/7/7.5, hydrogen centres
+        16/8/6.5/5, oxygen centres 16/8/7/7, for C, H, O),
         chosen by validation on rMD17 training splits.
     alpha : float, default=1e-6
         Regularisation strength ``alpha |Gamma c|^2`` for ``solver="ridge"``

@@ -318,9 +318,10 @@ def test_default_degrees_follow_the_ladder_and_merge_center_options():
     assert params["center_max_degree"] == {"H": expected["center_max_degree"]["H"][:2], "O": 3.0}
     args = build_parser().parse_args(["features", "sample", "--max-degree", "4"])
     assert _degree_params(args, sample)["center_max_degree"] is None
-    args = build_parser().parse_args(["fit", "--max-features", "37100"])  # the carbon five-body rung
+    assert expected["max_degree"] == [16, 8, 7, 7.5]  # the carbon five-body rung
+    args = build_parser().parse_args(["fit", "--max-features", "28200"])  # the rung below it
     params = _degree_params(args, sample)
-    assert params == default_degrees(["C", "H", "O"], max_features=37100)
-    assert params["max_degree"] == [16, 8, 7, 7.5] and params["center_max_degree"]["O"] == [16, 8, 7, 7]
+    assert params == default_degrees(["C", "H", "O"], max_features=28200)
+    assert params == {"max_degree": [16, 8, 7, 7], "center_max_degree": {"H": [16, 8, 6.5, 5]}}
     with pytest.raises(SystemExit):
         build_parser().parse_args(["fit", "--max-features", "0"])
