@@ -226,13 +226,27 @@ def merged_results(paths, defaults_only=False):
 
 
 def curve_table(results):
-    """Markdown table of a learning curve: one row per molecule, energy / force MAE per size."""
+    """Markdown table of a learning curve: one row per molecule, energy / force MAE per size.
+
+    A cell whose basis is not the current default for its molecule's elements
+    (:func:`skace.regressor.default_n_features`) is marked with a dagger and its size.
+    """
+    from skace.regressor import default_n_features
+
     sizes = sorted({r["n_train"] for r in results})
-    cells = {(r["molecule"], r["n_train"]): f"{_mae(r['energy_mae_meV'])} / {_mae(r['force_mae_meV_per_A'])}"
-             for r in results}
+    default_size = {r["molecule"]: default_n_features(sorted(r["n_features_per_element"]))
+                    for r in results if "n_features_per_element" in r}
+    cells = {}
+    for r in results:
+        cell = f"{_mae(r['energy_mae_meV'])} / {_mae(r['force_mae_meV_per_A'])}"
+        if r["molecule"] in default_size and r["n_features"] != default_size[r["molecule"]]:
+            cell += f" † ({r['n_features']})"
+        cells[r["molecule"], r["n_train"]] = cell
     lines = ["| molecule | " + " | ".join(map(str, sizes)) + " |", "|---" * (len(sizes) + 1) + "|"]
     for mol in sorted({r["molecule"] for r in results}):
         lines.append(f"| {mol} | " + " | ".join(cells.get((mol, n), "–") for n in sizes) + " |")
+    if any("†" in c for c in cells.values()):
+        lines.append("\n† not the current default basis (its number of functions in brackets)")
     return "\n".join(lines)
 
 

@@ -128,12 +128,30 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
     >>> default_degrees(["H", "C", "O"], max_features=28200)
     {'max_degree': [16, 8, 7, 7], 'center_max_degree': {'H': [16, 8, 6.5, 5]}}
     """
+    return _rung_params(elements, _default_rung(elements, max_features))
+
+
+def _default_rung(elements, max_features):
+    """The rung of :data:`DEFAULT_DEGREES` that :func:`default_degrees` chooses."""
     chosen = DEFAULT_DEGREES[0]
     for rung in DEFAULT_DEGREES[1:]:
         if _rung_size(elements, rung) > max_features:
             break
         chosen = rung
-    return _rung_params(elements, chosen)
+    return chosen
+
+
+def default_n_features(elements, max_features=DEFAULT_MAX_FEATURES):
+    """Number of functions of the default descriptor for ``elements``
+    (:func:`default_degrees`), e.g. to tell whether a saved result used it.
+
+    Examples
+    --------
+    >>> from skace.regressor import default_n_features
+    >>> default_n_features(["C", "H", "O"]), default_n_features(["C", "H", "O"], max_features=28200)
+    (37062, 28152)
+    """
+    return _rung_size(elements, _default_rung(elements, max_features))
 
 
 def default_descriptor(elements):

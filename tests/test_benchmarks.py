@@ -47,6 +47,18 @@ def test_plot_from_leaves_out_rows_fitted_with_settings(rmd17, tmp_path, capsys)
     assert table[2] == "| aspirin | 25.00 / 62.70 | 6.47 / 19.00 |"
 
 
+def test_curve_table_marks_cells_not_fitted_with_the_default_basis(rmd17, capsys):
+    from skace.regressor import default_n_features
+
+    per_element = {"C": 1, "H": 1, "O": 1}  # the elements are what matters
+    current = dict(molecule="ethanol", n_train=50, energy_mae_meV=8.24, force_mae_meV_per_A=37.31,
+                   n_features=default_n_features(["C", "H", "O"]), n_features_per_element=per_element)
+    older = dict(current, n_train=100, energy_mae_meV=4.8, force_mae_meV_per_A=23.25, n_features=28152)
+    lines = rmd17.curve_table([current, older]).splitlines()
+    assert lines[2] == "| ethanol | 8.24 / 37.31 | 4.80 / 23.25 † (28152) |"
+    assert lines[-1].startswith("† not the current default basis")
+
+
 def test_plot_from_needs_an_output(rmd17, tmp_path):
     with pytest.raises(SystemExit, match="--plot"):
         rmd17.main(["--plot-from", _write(tmp_path / "a.json", [])])
