@@ -234,8 +234,9 @@ def curve_table(results):
     from skace.regressor import default_n_features
 
     sizes = sorted({r["n_train"] for r in results})
-    default_size = {r["molecule"]: default_n_features(sorted(r["n_features_per_element"]))
-                    for r in results if "n_features_per_element" in r}
+    elements = {r["molecule"]: tuple(sorted(r["n_features_per_element"]))
+                for r in results if "n_features_per_element" in r}
+    default_size = {mol: default_n_features(list(els)) for mol, els in elements.items()}
     cells = {}
     for r in results:
         cell = f"{_mae(r['energy_mae_meV'])} / {_mae(r['force_mae_meV_per_A'])}"

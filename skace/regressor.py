@@ -128,17 +128,19 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
     >>> default_degrees(["H", "C", "O"], max_features=28200)
     {'max_degree': [16, 8, 7, 7], 'center_max_degree': {'H': [16, 8, 6.5, 5]}}
     """
-    return _rung_params(elements, _default_rung(elements, max_features))
+    return _rung_params(elements, _default_rung(elements, max_features)[0])
 
 
 def _default_rung(elements, max_features):
-    """The rung of :data:`DEFAULT_DEGREES` that :func:`default_degrees` chooses."""
-    chosen = DEFAULT_DEGREES[0]
+    """The rung of :data:`DEFAULT_DEGREES` that :func:`default_degrees` chooses, and its size
+    (None for the bottom rung when the one above already exceeds the budget)."""
+    chosen, size = DEFAULT_DEGREES[0], None
     for rung in DEFAULT_DEGREES[1:]:
-        if _rung_size(elements, rung) > max_features:
+        n = _rung_size(elements, rung)
+        if n > max_features:
             break
-        chosen = rung
-    return chosen
+        chosen, size = rung, n
+    return chosen, size
 
 
 def default_n_features(elements, max_features=DEFAULT_MAX_FEATURES):
@@ -151,7 +153,8 @@ def default_n_features(elements, max_features=DEFAULT_MAX_FEATURES):
     >>> default_n_features(["C", "H", "O"]), default_n_features(["C", "H", "O"], max_features=28200)
     (37062, 28152)
     """
-    return _rung_size(elements, _default_rung(elements, max_features))
+    rung, size = _default_rung(elements, max_features)
+    return _rung_size(elements, rung) if size is None else size
 
 
 def default_descriptor(elements):
