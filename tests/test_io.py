@@ -283,13 +283,15 @@ def test_model_pickled_before_new_parameters(model, tmp_path):
     """Models saved before stress_weight / stress_key / baseline / svd_memory_limit existed load
     with their defaults."""
     state = model.__getstate__()
-    for name in ("stress_weight", "stress_key", "baseline", "svd_memory_limit"):
+    for name in ("stress_weight", "stress_key", "baseline", "svd_memory_limit", "prior_l_weight",
+                 "prior_correlation_weight"):
         state.pop(name)
     old = ACERegressor.__new__(ACERegressor)
     old.__setstate__(state)
     params = old.get_params()
     assert params["stress_weight"] == 1.0 and params["baseline"] is None and params["stress_key"] == "stress"
     assert params["svd_memory_limit"] == "auto"
+    assert params["prior_l_weight"] == 1.0 and params["prior_correlation_weight"] == 1.0
     X = load_sample("test", n=2)
     np.testing.assert_array_equal(old.predict(X), model.predict(X))
 

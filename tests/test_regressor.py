@@ -312,6 +312,36 @@ def test_ridge_matches_normal_equations(noisy_cho, design_limit, prior, standard
     assert model.alpha_ == alpha
 
 
+@pytest.mark.parametrize("kind", ["algebraic", "exponential"])
+def test_prior_weights_follow_their_formula(kind):
+    """``w_l`` scales the angular part of the prior and ``w_nu`` multiplies it once per extra
+    factor; weights of 1 give the plain prior."""
+    features = [{"factors": ((0, 2, 0),)}, {"factors": ((0, 1, 3), (1, 2, 3))},
+                {"factors": ((0, 1, 1), (0, 3, 2), (1, 1, 1))}]
+    p, wl, wnu = 3.0, 2.0, 0.8
+    got = smoothness_prior(features, kind, p, l_weight=wl, correlation_weight=wnu)
+    for f, g in zip(features, got):
+        n = np.array([t[1] for t in f["factors"]], float)
+        l = np.array([t[2] for t in f["factors"]], float)
+        plain = np.sum(n**p + wl * l**p) if kind == "algebraic" else np.exp(np.sum(n + wl * l) / p)
+        assert g == pytest.approx(wnu ** (len(n) - 1) * plain, rel=1e-14)
+    np.testing.assert_array_equal(smoothness_prior(features, kind, p, 1.0, 1.0), smoothness_prior(features, kind, p))
+
+
+def test_prior_weights_reach_the_fit(noisy_cho):
+    """The weights enter the solved system (and the cached spectrum is not reused across them)."""
+    alpha = 1e-3
+    model = ACERegressor(ACETransformer(**KW), e0=dict(E0), solver="ridge", alpha=alpha, prior_order=2.0)
+    plain = model.fit(noisy_cho).coef_.copy()
+    model.set_params(prior_l_weight=2.0, prior_correlation_weight=0.8).fit(noisy_cho)
+    X, y = weighted_design(model, noisy_cho)
+    gamma = smoothness_prior(model.descriptor_.basis_.features, "algebraic", 2.0, 2.0, 0.8)
+    np.testing.assert_allclose(model.scale_, gamma, rtol=1e-12)
+    coef = np.linalg.solve(X.T @ X + alpha * np.diag(gamma**2), X.T @ y)
+    np.testing.assert_allclose(model.coef_, coef, rtol=0, atol=1e-6 * np.abs(coef).max())
+    assert np.abs(model.coef_ - plain).max() > 1e-3 * np.abs(plain).max()
+
+
 def gaussian_log_evidence(X, y, a, beta):
     """log N(y | 0, I / beta + X diag(1 / a) X^T), computed directly (``a``: prior
     precision, one for all coefficients or one each)."""

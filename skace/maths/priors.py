@@ -6,11 +6,16 @@ so that the potential stays smooth away from the training data. For a feature
 with factors ``(n_t, l_t)`` and order ``p``:
 
 ``"algebraic"`` (ACEpotentials.jl's default form)
-    ``gamma = sum_t (n_t^p + l_t^p)``
+    ``gamma = w_nu^(nu - 1) sum_t (n_t^p + w_l l_t^p)``
 ``"exponential"``
-    ``gamma = exp(sum_t (n_t + l_t) / p)``
+    ``gamma = w_nu^(nu - 1) exp(sum_t (n_t + w_l l_t) / p)``
 ``"none"``
     ``gamma = 1`` (plain ridge)
+
+``nu`` is the feature's correlation order (number of factors). The weights
+``w_l`` (angular against radial roughness, ACEpotentials.jl's ``wL``) and
+``w_nu`` (per extra factor: below 1 eases the sum's growth with the body
+order) are 1 by default.
 """
 
 import numpy as np
@@ -18,8 +23,18 @@ import numpy as np
 PRIORS = ("algebraic", "exponential", "none")
 
 
-def smoothness_prior(features, kind="algebraic", order=4.0):
+def smoothness_prior(features, kind="algebraic", order=4.0, l_weight=1.0, correlation_weight=1.0):
     """Diagonal ``Gamma`` for a list of basis features (``ACEBasis.features``).
+
+    Parameters
+    ----------
+    features : list of dict
+        ``ACEBasis.features``: each with ``"factors"``, tuples ``(z, n, l)``.
+    kind : {"algebraic", "exponential", "none"}
+    order : float
+        ``p`` above.
+    l_weight, correlation_weight : float
+        ``w_l`` and ``w_nu`` above.
 
     Returns
     -------
@@ -35,7 +50,8 @@ def smoothness_prior(features, kind="algebraic", order=4.0):
         n = np.array([n for _, n, _ in f["factors"]], dtype=float)
         l = np.array([l for _, _, l in f["factors"]], dtype=float)
         if kind == "algebraic":
-            out[k] = np.sum(n**order + l**order)
+            out[k] = np.sum(n**order + l_weight * l**order)
         else:
-            out[k] = np.exp(np.sum(n + l) / order)
+            out[k] = np.exp(np.sum(n + l_weight * l) / order)
+        out[k] *= correlation_weight ** (len(n) - 1)
     return out
