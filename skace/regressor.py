@@ -222,10 +222,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     prior_correlation_weight : float, default=1.0
         Factor applied to the prior once per factor beyond the first
         (``w_nu``): below 1 regularises high body orders less. With
-        ``prior_l_weight=2`` and ``0.8`` validation errors at 50 rMD17
-        configurations fell by 1-3 % on three of four C, H, O molecules
-        (``benchmarks/tuning/defaults_2026-12-03.md``, session 24); not
-        yet a default.
+        ``prior_l_weight=2`` and ``0.8``, validation errors at 50 rMD17
+        configurations fell by 1-3 % on the C, H, O molecules, toluene and
+        uracil but rose on naphthalene by up to 1.6 %
+        (``benchmarks/tuning/defaults_2026-12-03.md``, session 24), so it is
+        not the default.
     standardize : bool, default=False
         Divide each feature by its root-sum-square over the weighted rows
         before the prior applies (the prior then acts on standardised
