@@ -280,8 +280,8 @@ def test_intact_file_that_cannot_be_rebuilt(tmp_path):
 
 
 def test_model_pickled_before_new_parameters(model, tmp_path):
-    """Models saved before stress_weight / stress_key / baseline / svd_memory_limit existed load
-    with their defaults."""
+    """Models saved before stress_weight / stress_key / baseline / svd_memory_limit / the prior
+    weights existed load with their defaults."""
     state = model.__getstate__()
     for name in ("stress_weight", "stress_key", "baseline", "svd_memory_limit", "prior_l_weight",
                  "prior_correlation_weight"):
