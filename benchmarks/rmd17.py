@@ -127,6 +127,9 @@ def run_one(molecule, n_train, settings, folder, threads, save_dir=None):
         "alpha": float(model.alpha_),
         "alpha_limited": bool(model.alpha_limited_),
         "prior_order": float(getattr(model, "prior_order_", model.prior_order)),
+        "prior_weights": [float(getattr(model, "prior_l_weight_", 1.0)),
+                          float(getattr(model, "prior_correlation_weight_", 1.0))],
+        "n_atoms": len(train[0]),
         "threads": numba.get_num_threads(),
     }
 
@@ -225,29 +228,51 @@ def merged_results(paths, defaults_only=False):
     return [rows[k] for k in sorted(rows)]
 
 
+#: Atoms per rMD17 molecule (the fitting rows of results saved without ``n_atoms``).
+RMD17_ATOMS = dict(aspirin=21, azobenzene=24, benzene=12, ethanol=9, malonaldehyde=9, naphthalene=18,
+                   paracetamol=20, salicylic=16, toluene=15, uracil=12)
+
+
+def _off_default(r, elements):
+    """How the fit of result ``r`` differs from what ``ACERegressor()`` does now with its
+    data (basis size, prior weights), or "" (results before the weights were recorded
+    were fitted with (1, 1); before ``n_atoms`` was, it comes from :data:`RMD17_ATOMS`)."""
+    from skace.fitting import few_data
+    from skace.regressor import AUTO_PRIOR_WEIGHTS, default_budget, default_n_features
+
+    rows = r["n_train"] * (1 + 3 * r.get("n_atoms", RMD17_ATOMS.get(r["molecule"], 0)))
+    size = default_n_features(list(elements), default_budget(list(elements), rows))
+    weights = tuple(r.get("prior_weights", (1.0, 1.0)))
+    default_weights = AUTO_PRIOR_WEIGHTS[int(few_data(rows, size))]
+    notes = [str(r["n_features"])] if r["n_features"] != size else []
+    if weights != default_weights:
+        notes.append("prior weights {:g} / {:g}".format(*weights))
+    return ", ".join(notes)
+
+
 def curve_table(results):
     """Markdown table of a learning curve: one row per molecule, energy / force MAE per size.
 
-    A cell whose basis is not the current default for its molecule's elements
-    (:func:`skace.regressor.default_n_features`) is marked with a dagger and its size.
+    A cell fitted otherwise than ``ACERegressor()`` now fits its data (another basis
+    size, :func:`skace.regressor.default_budget`, or other prior weights) is marked
+    with a dagger and what differs.
     """
-    from skace.regressor import default_n_features
-
     sizes = sorted({r["n_train"] for r in results})
     elements = {r["molecule"]: tuple(sorted(r["n_features_per_element"]))
                 for r in results if "n_features_per_element" in r}
-    default_size = {mol: default_n_features(list(els)) for mol, els in elements.items()}
     cells = {}
     for r in results:
         cell = f"{_mae(r['energy_mae_meV'])} / {_mae(r['force_mae_meV_per_A'])}"
-        if r["molecule"] in default_size and r["n_features"] != default_size[r["molecule"]]:
-            cell += f" † ({r['n_features']})"
+        off = _off_default(r, elements[r["molecule"]]) if r["molecule"] in elements else ""
+        if off:
+            cell += f" † ({off})"
         cells[r["molecule"], r["n_train"]] = cell
     lines = ["| molecule | " + " | ".join(map(str, sizes)) + " |", "|---" * (len(sizes) + 1) + "|"]
     for mol in sorted({r["molecule"] for r in results}):
         lines.append(f"| {mol} | " + " | ".join(cells.get((mol, n), "–") for n in sizes) + " |")
     if any("†" in c for c in cells.values()):
-        lines.append("\n† not the current default basis (its number of functions in brackets)")
+        lines.append("\n† not fitted as `ACERegressor()` now fits these data (its number of functions or "
+                     "prior weights in brackets)")
     return "\n".join(lines)
 
 

@@ -82,12 +82,17 @@ def _degree_params(args, structures):
     if args.max_degree is not None:
         return dict(max_degree=args.max_degree, center_max_degree=center)
     from . import ACETransformer
-    from .regressor import default_degrees
+    from .regressor import default_budget, default_degrees
 
     nu = args.correlation_order
     fit = lambda ladder: (list(ladder) + list(ladder[-1:]) * nu)[:nu]  # noqa: E731
-    budget = {} if args.max_features is None else dict(max_features=args.max_features)
-    default = default_degrees(ACETransformer()._elements_of(structures), **budget)
+    elements = ACETransformer()._elements_of(structures)
+    if args.max_features is None:  # as ACERegressor's default: a larger basis for few data
+        forces = getattr(args, "force_weight", 1.0) > 0
+        budget = default_budget(elements, sum(1 + (3 * len(a) if forces else 0) for a in structures))
+    else:
+        budget = args.max_features
+    default = default_degrees(elements, budget)
     merged = {s: fit(d) for s, d in (default["center_max_degree"] or {}).items()}
     merged.update(center or {})
     return dict(max_degree=fit(default["max_degree"]), center_max_degree=merged or None)
@@ -293,9 +298,10 @@ def build_parser():
         p.add_argument("--max-degree", type=_degree, default=None,
                        help="total degree bound, one value or one per order (default: the largest that keeps "
                             "the basis within 37100 functions for the data's elements, e.g. 16,8,7,7.5 for C, H, O "
-                            "with H=16,8,6.5,5 and O=16,8,7,7)")
+                            "with H=16,8,6.5,5 and O=16,8,7,7; within 55000 for few data)")
         p.add_argument("--max-features", type=_positive_int, default=None, metavar="N",
-                       help="without --max-degree: the default degrees' budget of functions (default 37100); "
+                       help="without --max-degree: the default degrees' budget of functions (default 37100, or 55000 "
+                            "where the fitting rows are at most a tenth of the default basis's size); "
                             "28200 gives C, H, O 16,8,7,7 (28152 functions, a 6.4 GB Gram matrix instead of "
                             "11 GB, 1.8 times faster to predict with)")
         p.add_argument("--center-max-degree", type=_center_degree, action="append", metavar="SYMBOL=DEGREES",

@@ -409,6 +409,11 @@ def clearly_underdetermined(rows, unknowns):
     return 4 * rows <= 3 * unknowns
 
 
+def few_data(rows, unknowns):
+    """At most a tenth as many rows as unknowns: a fit that its prior, more than its data, decides."""
+    return 10 * rows <= unknowns
+
+
 def physical_memory():
     """Bytes of physical memory of this machine (16 GiB where the OS does not say).
 

@@ -13,7 +13,7 @@ from . import chunked as _chunked
 from . import streaming as _streaming
 from .baselines import baseline_terms
 from .descriptor import ACETransformer, _check_device, n_chunks, numba_threads
-from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale,
+from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale, few_data,
                       energy_row_scale, fingerprint, physical_memory, read_stress, read_targets,
                       svd_exceeds_memory)
 from .kernels import ace as _k
@@ -60,7 +60,8 @@ DEFAULT_DEGREES = (
     ([12, 6, 5, 4], None), ([14, 7, 5.5, 4.5], None), ([16, 7, 6, 4.5], None), ([16, 7, 6, 5], None),
     ([16, 7, 6, 5.5], None), ([16, 7, 6, 6], _H16), ([16, 8, 7, 5], None), ([16, 8, 7, 6], None),
     ([16, 8, 7, 6.5], None), ([16, 8, 7, 7], _H18),
-    ([16, 8, 7, 7.5], {**_H18, "N": [16, 8, 7, 7], "O": [16, 8, 7, 7]}), ([20, 10, 8.5, 7], None),
+    ([16, 8, 7, 7.5], {**_H18, "N": [16, 8, 7, 7], "O": [16, 8, 7, 7]}),
+    ([16, 8, 7, 8], {**_H18, "N": [16, 8, 7, 7], "O": [16, 8, 7, 7]}), ([20, 10, 8.5, 7], None),
     ([20, 10, 8.5, 7.5], None), ([20, 10, 8.5, 8], None))
 
 #: Largest basis of the default descriptor: what fits in under an hour and about 13 GB on
@@ -68,6 +69,20 @@ DEFAULT_DEGREES = (
 #: hydrogen 16/8/6.5/5 and oxygen 16/8/7/7 (37062 functions), C, H [20, 10, 8.5, 8]
 #: (23306), C, H, N, O 16/7/6/6 with hydrogen 16/7/5.5/4.5 (27490).
 DEFAULT_MAX_FEATURES = 37100
+
+#: Budget of the default descriptor for a fit with few data (:func:`skace.fitting.few_data`
+#: against the default basis: 50 rMD17 configurations of every molecule but naphthalene,
+#: 100 of ethanol and malonaldehyde). Such a fit interpolates its data and is solved from
+#: the SVD of its design matrix (rows x functions, no Gram matrix), so a larger basis costs
+#: little: C, H, O take the next rung (carbon five-body degree 8, 54009 functions), C, H, N, O
+#: [16, 8, 7, 5] (41000), C, H stay at the top of the ladder. In validation at 50 configurations
+#: (with :data:`AUTO_PRIOR_WEIGHTS`) it lowered the energy and force errors of the four C, H, O
+#: molecules and uracil by 2-9 % and 2-7 % (benchmarks/tuning/defaults_2026-12-03.md, session 25).
+FEW_DATA_MAX_FEATURES = 55000
+
+#: Prior weights ``(prior_l_weight, prior_correlation_weight)`` of "auto": (a fit with enough
+#: data, a fit with few data, :func:`skace.fitting.few_data`).
+AUTO_PRIOR_WEIGHTS = ((1.0, 1.0), (2.0, 0.8))
 
 #: Prior orders of ``prior_order="auto"``: (a fit with enough data, a clearly underdetermined
 #: one). Validation on rMD17 training splits: ``benchmarks/tuning/defaults_2026-12-03.md``.
@@ -157,8 +172,28 @@ def default_n_features(elements, max_features=DEFAULT_MAX_FEATURES):
     return _rung_size(elements, rung) if size is None else size
 
 
-def default_descriptor(elements):
-    """``ACETransformer`` with :data:`DEFAULT_DESCRIPTOR` and :func:`default_degrees` for ``elements``.
+def default_budget(elements, n_rows=None):
+    """``max_features`` of the default descriptor for a fit with ``n_rows`` energy, force
+    and stress rows: :data:`FEW_DATA_MAX_FEATURES` where they are few against the default
+    basis (:func:`skace.fitting.few_data`), else :data:`DEFAULT_MAX_FEATURES` (also when
+    ``n_rows`` is None).
+
+    Examples
+    --------
+    >>> from skace.regressor import default_budget
+    >>> default_budget(["C", "H", "O"], n_rows=50 * (1 + 3 * 16))  # 50 salicylic acid configurations
+    55000
+    >>> default_budget(["C", "H", "O"], n_rows=1000 * (1 + 3 * 16))
+    37100
+    """
+    if n_rows is not None and few_data(n_rows, default_n_features(elements)):
+        return FEW_DATA_MAX_FEATURES
+    return DEFAULT_MAX_FEATURES
+
+
+def default_descriptor(elements, n_rows=None):
+    """``ACETransformer`` with :data:`DEFAULT_DESCRIPTOR` and :func:`default_degrees` for
+    ``elements``, within :func:`default_budget` for ``n_rows`` fitting rows.
 
     Examples
     --------
@@ -166,8 +201,10 @@ def default_descriptor(elements):
     >>> d = default_descriptor(["C", "H"])
     >>> d.radial_basis, d.l_weight, d.max_degree
     ('bessel', 0.25, [20, 10, 8.5, 8])
+    >>> default_descriptor(["C", "H", "O"], n_rows=2450).max_degree  # few data: one rung up
+    [16, 8, 7, 8]
     """
-    return ACETransformer(**{**DEFAULT_DESCRIPTOR, **default_degrees(elements)})
+    return ACETransformer(**{**DEFAULT_DESCRIPTOR, **default_degrees(elements, default_budget(elements, n_rows))})
 
 
 class ACERegressor(RegressorMixin, BaseEstimator):
@@ -183,8 +220,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         Bessel radial functions, cutoff 4.5 Å, body order 5, ``l_weight=0.25``, and
         the largest degrees of a ladder that keep the basis within 37100
         functions for the training data's elements (16/8/7/7.5, hydrogen centres
-        16/8/6.5/5, oxygen centres 16/8/7/7, for C, H, O),
-        chosen by validation on rMD17 training splits.
+        16/8/6.5/5, oxygen centres 16/8/7/7, for C, H, O), or within 55000 for
+        a fit with few data (:func:`default_budget`: carbon five-body degree 8
+        for C, H, O), chosen by validation on rMD17 training splits.
     alpha : float, default=1e-6
         Regularisation strength ``alpha |Gamma c|^2`` for ``solver="ridge"``
         (the starting point for the other solvers).
@@ -215,18 +253,24 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         on rMD17 training splits the stronger prior generalised better from
         50 and 100 configurations (energy MAE 4-12 % lower on four molecules)
         and 2 % worse from 250 (ethanol).
-    prior_l_weight : float, default=1.0
+    prior_l_weight : float or "auto", default="auto"
         Weight of the angular degrees ``l`` against the radial ``n`` in the
         prior (``w_l`` in :mod:`skace.maths.priors`; ACEpotentials.jl's
-        ``wL``).
-    prior_correlation_weight : float, default=1.0
+        ``wL``). "auto": 2 for a fit with few data (at most a tenth as many
+        rows as unknowns, :func:`skace.fitting.few_data`), else 1; the fitted
+        weight is ``prior_l_weight_``.
+    prior_correlation_weight : float or "auto", default="auto"
         Factor applied to the prior once per factor beyond the first
-        (``w_nu``): below 1 regularises high body orders less. With
-        ``prior_l_weight=2`` and ``0.8``, validation errors at 50 rMD17
-        configurations fell by 1-3 % on the C, H, O molecules, toluene and
-        uracil but rose on naphthalene by up to 1.6 %
-        (``benchmarks/tuning/defaults_2026-12-03.md``, session 24), so it is
-        not the default.
+        (``w_nu``): below 1 regularises high body orders less. "auto": 0.8
+        for a fit with few data, else 1; the fitted weight is
+        ``prior_correlation_weight_``. A fit with few data interpolates its
+        data and its prior's shape decides: in validation at 50 rMD17
+        configurations (2, 0.8) lowered the errors of the C, H, O molecules,
+        toluene and uracil by up to 3 %, and by 2-9 % with the larger default
+        basis that few data also get (:data:`FEW_DATA_MAX_FEATURES`);
+        naphthalene, whose 50 configurations are not few data by this rule,
+        lost 1.6 % with them (``benchmarks/tuning/defaults_2026-12-03.md``,
+        sessions 24-25).
     standardize : bool, default=False
         Divide each feature by its root-sum-square over the weighted rows
         before the prior applies (the prior then acts on standardised
@@ -330,6 +374,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         squared held-out residual per weighted row at each; None otherwise.
     prior_order_ : float
         Order of the smoothness prior used (``prior_order``, resolved if "auto").
+    prior_l_weight_, prior_correlation_weight_ : float
+        Weights of the prior used (resolved if "auto").
     n_features_ : int
 
     Examples
@@ -352,8 +398,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         "e0": [StrOptions({"auto"}), dict, None],
         "prior": [StrOptions(set(PRIORS))],
         "prior_order": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "prior_l_weight": [Interval(Real, 0, None, closed="left")],
-        "prior_correlation_weight": [Interval(Real, 0, None, closed="neither")],
+        "prior_l_weight": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "prior_correlation_weight": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "standardize": ["boolean"],
         "solver": [StrOptions(set(SOLVERS))],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -381,8 +427,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         e0="auto",
         prior="algebraic",
         prior_order="auto",
-        prior_l_weight=1.0,
-        prior_correlation_weight=1.0,
+        prior_l_weight="auto",
+        prior_correlation_weight="auto",
         standardize=False,
         solver="bayesian",
         validation_fraction=0.1,
@@ -472,7 +518,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         if self.descriptor is not None:
             descriptor = clone(self.descriptor)
         else:
-            descriptor = default_descriptor(ACETransformer(**DEFAULT_DESCRIPTOR)._elements_of(structures))
+            rows = len(energies) + (0 if energy_only else forces.size) + (6 * len(stress[0]) if use_stress else 0)
+            descriptor = default_descriptor(ACETransformer(**DEFAULT_DESCRIPTOR)._elements_of(structures), rows)
         if self.n_jobs is not None:
             descriptor.set_params(n_jobs=self.n_jobs)
         descriptor.fit(structures)
@@ -535,19 +582,24 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         joint = self.e0 == "auto"
         fw = 0.0 if energy_only else float(self.force_weight)
         sw = float(self.stress_weight) if use_stress else 0.0
+        rows = sum(len(part.yE) + (part.mF if fw > 0 else 0) + (part.mS if sw > 0 else 0)
+                   for part in (system, system.holdout) if part is not None)
+        unknowns = system.n_features + (len(elements) if joint else 0)
         if isinstance(self.prior_order, str):  # "auto": a fit with clearly fewer rows than unknowns
-            rows = sum(len(part.yE) + (part.mF if fw > 0 else 0) + (part.mS if sw > 0 else 0)
-                       for part in (system, system.holdout) if part is not None)
-            unknowns = system.n_features + (len(elements) if joint else 0)
             order = AUTO_PRIOR_ORDERS[int(clearly_underdetermined(rows, unknowns))]  # leans on its prior
         else:
             order = float(self.prior_order)
-        self.prior_order_ = order
-        gamma = smoothness_prior(descriptor.basis_.features, self.prior, order, float(self.prior_l_weight),
-                                 float(self.prior_correlation_weight))
+        w_l, w_nu = self.prior_l_weight, self.prior_correlation_weight
+        if "auto" in (w_l, w_nu):  # "auto": the prior's shape for a fit with few rows per unknown
+            auto = AUTO_PRIOR_WEIGHTS[int(few_data(rows, unknowns))]
+            w_l, w_nu = (auto[0] if w_l == "auto" else w_l), (auto[1] if w_nu == "auto" else w_nu)
+        self.prior_order_, self.prior_l_weight_, self.prior_correlation_weight_ = order, float(w_l), float(w_nu)
+        gamma = smoothness_prior(descriptor.basis_.features, self.prior, order, self.prior_l_weight_,
+                                 self.prior_correlation_weight_)
         if joint:
             gamma = np.concatenate([gamma, np.ones(len(elements))])
-        coef = self._solve(system, key, e0, gamma, order, float(self.energy_weight), fw, joint, sw, cache=cache,
+        coef = self._solve(system, key, e0, gamma, (order, self.prior_l_weight_, self.prior_correlation_weight_),
+                           float(self.energy_weight), fw, joint, sw, cache=cache,
                            consume=consume)
         nf = descriptor.n_features_out_
         self.coef_ = coef[:nf]
@@ -596,7 +648,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         w = row_scale[:, None]
         return np.linalg.lstsq(counts * w, energies * row_scale, rcond=None)[0]
 
-    def _solve(self, system, key, e0, gamma, prior_order, energy_weight, force_weight, joint, stress_weight=0.0,
+    def _solve(self, system, key, e0, gamma, prior_shape, energy_weight, force_weight, joint, stress_weight=0.0,
                cache=True, consume=False):
         """Coefficients (features, then E0 corrections if ``joint``); sets alpha_, scale_, posterior."""
         use_design = system.XF is not None or system.mF == 0
@@ -646,8 +698,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             self.alpha_ = lam
             return gs.ridge(lam) / scale
         with_cv = self.solver == "cv"
-        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, prior_order,
-                float(self.prior_l_weight), float(self.prior_correlation_weight), joint,
+        skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, prior_shape, joint,
                 stress_weight, self.standardize, with_cv)
         cache = cache and self.cache
         cached = SPECTRUM_CACHE.get(skey) if cache else None

@@ -90,6 +90,7 @@ def fit_stream(model, X):
     if len(set(elements)) != len(elements):
         raise ValueError(f"elements contains duplicates: {elements}")
     if model.descriptor is None:  # the default descriptor's degrees depend on the elements
+        # (its rows are not known before the stream is read: the standard budget)
         from .regressor import default_degrees
 
         descriptor.set_params(**default_degrees(elements))

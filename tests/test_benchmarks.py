@@ -47,16 +47,23 @@ def test_plot_from_leaves_out_rows_fitted_with_settings(rmd17, tmp_path, capsys)
     assert table[2] == "| aspirin | 25.00 / 62.70 | 6.47 / 19.00 |"
 
 
-def test_curve_table_marks_cells_not_fitted_with_the_default_basis(rmd17, capsys):
-    from skace.regressor import default_n_features
+def test_curve_table_marks_cells_not_fitted_as_the_defaults_fit_them(rmd17, capsys):
+    """50 ethanol configurations are few data (a larger basis, other prior weights), 500 are
+    not; a result saved before the prior weights were recorded had weights (1, 1)."""
+    from skace.regressor import FEW_DATA_MAX_FEATURES, default_n_features
 
     per_element = {"C": 1, "H": 1, "O": 1}  # the elements are what matters
-    current = dict(molecule="ethanol", n_train=50, energy_mae_meV=8.24, force_mae_meV_per_A=37.31,
-                   n_features=default_n_features(["C", "H", "O"]), n_features_per_element=per_element)
-    older = dict(current, n_train=100, energy_mae_meV=4.8, force_mae_meV_per_A=23.25, n_features=28152)
+    few = default_n_features(["C", "H", "O"], FEW_DATA_MAX_FEATURES)
+    current = dict(molecule="ethanol", n_train=50, energy_mae_meV=7.5, force_mae_meV_per_A=36.0, n_features=few,
+                   n_features_per_element=per_element, prior_weights=[2.0, 0.8], n_atoms=9)
+    older = dict(current, n_train=500, energy_mae_meV=1.55, force_mae_meV_per_A=8.78, n_features=28152,
+                 prior_weights=[1.0, 1.0])
     lines = rmd17.curve_table([current, older]).splitlines()
-    assert lines[2] == "| ethanol | 8.24 / 37.31 | 4.80 / 23.25 † (28152) |"
-    assert lines[-1].startswith("† not the current default basis")
+    assert lines[2] == "| ethanol | 7.50 / 36.00 | 1.55 / 8.78 † (28152) |"
+    assert lines[-1].startswith("† not fitted as `ACERegressor()` now fits these data")
+    unrecorded = {k: v for k, v in current.items() if k not in ("prior_weights", "n_atoms")}
+    lines = rmd17.curve_table([dict(unrecorded, n_features=default_n_features(["C", "H", "O"]))]).splitlines()
+    assert lines[2] == "| ethanol | 7.50 / 36.00 † (37062, prior weights 1 / 1) |"
 
 
 def test_plot_from_needs_an_output(rmd17, tmp_path):

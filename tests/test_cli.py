@@ -305,11 +305,13 @@ def test_fit_emt_extxyz_with_stress_and_repulsion(tmp_path, capsys):
 
 def test_default_degrees_follow_the_ladder_and_merge_center_options():
     from skace.cli import _degree_params, build_parser
-    from skace.regressor import default_degrees
+    from skace.regressor import FEW_DATA_MAX_FEATURES, default_degrees
 
-    sample = load_sample(n=1)  # C, H, O: the per-centre rung
+    sample = load_sample()  # C, H, O: the per-centre rung (250 structures, 7000 rows: not few data)
     args = build_parser().parse_args(["features", "sample"])
     assert _degree_params(args, sample) == default_degrees(["C", "H", "O"])
+    few = _degree_params(args, sample[:10])  # 280 rows: few data, as for ACERegressor's default
+    assert few == default_degrees(["C", "H", "O"], FEW_DATA_MAX_FEATURES) and few["max_degree"] == [16, 8, 7, 8]
     assert _degree_params(args, sample)["center_max_degree"] is not None
     args = build_parser().parse_args(["features", "sample", "--correlation-order", "2", "--center-max-degree", "O=3"])
     params = _degree_params(args, sample)

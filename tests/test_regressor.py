@@ -332,12 +332,55 @@ def test_prior_weights_follow_their_formula(kind):
 def test_prior_weights_are_not_served_from_the_cache(noisy_cho):
     """Refitting with other prior weights solves anew (the cached spectrum is keyed on them);
     that the weighted prior is the one solved is ``test_ridge_matches_normal_equations``'s check."""
-    model = ACERegressor(ACETransformer(**KW), e0=dict(E0), solver="ridge", alpha=1e-3, prior_order=2.0)
+    model = ACERegressor(ACETransformer(**KW), e0=dict(E0), solver="ridge", alpha=1e-3, prior_order=2.0,
+                         prior_l_weight=1.0, prior_correlation_weight=1.0)
     plain = model.fit(noisy_cho).coef_.copy()
     model.set_params(prior_l_weight=2.0, prior_correlation_weight=0.8).fit(noisy_cho)
     gamma = smoothness_prior(model.descriptor_.basis_.features, "algebraic", 2.0, 2.0, 0.8)
     np.testing.assert_allclose(model.scale_, gamma, rtol=1e-12)
     assert np.abs(model.coef_ - plain).max() > 1e-3 * np.abs(plain).max()
+
+
+def test_auto_prior_weights_follow_the_rows_per_unknown(noisy_cho):
+    """``prior_l_weight`` and ``prior_correlation_weight`` "auto": (2, 0.8) for a fit with at
+    most a tenth as many rows as unknowns (energies only, against a three-body basis), (1, 1)
+    for one with more (energies and forces); the prior solved is the one reported."""
+    from skace.fitting import few_data
+    from skace.regressor import AUTO_PRIOR_WEIGHTS
+
+    kw = dict(e0=dict(E0), solver="ridge", alpha=1e-3, prior_order=2.0)
+    cases = [(ACETransformer(**KW), 1.0, 30 + 3 * sum(len(a) for a in noisy_cho)),
+             (ACETransformer(cutoff=4.0, correlation_order=3, max_degree=7), 0.0, 30)]
+    for desc, force_weight, rows in cases:
+        model = ACERegressor(desc, force_weight=force_weight, **kw).fit(noisy_cho)
+        few = few_data(rows, model.n_features_)
+        assert few == (force_weight == 0)  # one fit in each regime
+        weights = (model.prior_l_weight_, model.prior_correlation_weight_)
+        assert weights == AUTO_PRIOR_WEIGHTS[int(few)] == ((2.0, 0.8) if few else (1.0, 1.0))
+        gamma = smoothness_prior(model.descriptor_.basis_.features, "algebraic", 2.0, *weights)
+        np.testing.assert_allclose(model.scale_, gamma, rtol=1e-12)
+        explicit = ACERegressor(desc, force_weight=force_weight, prior_l_weight=weights[0],
+                                prior_correlation_weight=weights[1], **kw).fit(noisy_cho)
+        np.testing.assert_array_equal(explicit.coef_, model.coef_)
+
+
+@pytest.mark.parametrize("elements, normal, few", [
+    (["C", "H", "O"], [16, 8, 7, 7.5], [16, 8, 7, 8]),  # the carbon five-body rung, then one up
+    (["C", "H", "N", "O"], [16, 7, 6, 6], [16, 8, 7, 5]),
+    (["C", "H"], [20, 10, 8.5, 8], [20, 10, 8.5, 8]),  # the top of the ladder already
+])
+def test_default_descriptor_grows_for_few_data(elements, normal, few):
+    """The default basis takes ``FEW_DATA_MAX_FEATURES`` where the rows are at most a tenth
+    of the default basis's size, and the standard budget from one row more."""
+    from skace.regressor import (DEFAULT_MAX_FEATURES, FEW_DATA_MAX_FEATURES, default_budget, default_descriptor,
+                                 default_n_features)
+
+    edge = default_n_features(elements) // 10
+    assert default_budget(elements, edge) == FEW_DATA_MAX_FEATURES
+    assert default_budget(elements, edge + 1) == default_budget(elements) == DEFAULT_MAX_FEATURES
+    assert default_descriptor(elements, edge).max_degree == few
+    assert default_descriptor(elements, edge + 1).max_degree == default_descriptor(elements).max_degree == normal
+    assert default_n_features(elements, FEW_DATA_MAX_FEATURES) <= FEW_DATA_MAX_FEATURES
 
 
 def gaussian_log_evidence(X, y, a, beta):
@@ -1131,11 +1174,12 @@ def test_large_posterior_is_not_pickled(noisy_cho, monkeypatch):
     np.testing.assert_array_equal(model.predict(noisy_cho[:3], return_std=True)[1], std)  # the fitted object keeps it
 
 
-@pytest.mark.parametrize("budget", [None, 28200])
+@pytest.mark.parametrize("budget", [None, 28200, 55000])
 @pytest.mark.parametrize("elements", [["C", "H"], ["C", "H", "O"], ["C", "H", "N", "O"]])
 def test_default_degrees_take_the_largest_rung_within_budget(elements, budget):
     from skace.maths.basis import ACEBasis
-    from skace.regressor import DEFAULT_DEGREES, DEFAULT_DESCRIPTOR, DEFAULT_MAX_FEATURES, default_degrees
+    from skace.regressor import (DEFAULT_DEGREES, DEFAULT_DESCRIPTOR, DEFAULT_MAX_FEATURES, FEW_DATA_MAX_FEATURES,
+                                 default_degrees)
 
     budget = budget or DEFAULT_MAX_FEATURES
 
@@ -1158,7 +1202,8 @@ def test_default_degrees_take_the_largest_rung_within_budget(elements, budget):
         assert all(per_center[el] < per_center["C"] for el in chosen["center_max_degree"])
     if elements == ["C", "H", "O"]:  # the default carbon five-body rung, and the one below
         assert (chosen_basis.n_features, chosen["max_degree"]) == {
-            DEFAULT_MAX_FEATURES: (37062, [16, 8, 7, 7.5]), 28200: (28152, [16, 8, 7, 7])}[budget]
+            DEFAULT_MAX_FEATURES: (37062, [16, 8, 7, 7.5]), 28200: (28152, [16, 8, 7, 7]),
+            FEW_DATA_MAX_FEATURES: (54009, [16, 8, 7, 8])}[budget]
 
 
 def row_structures(structures):
