@@ -303,6 +303,25 @@ def test_fit_emt_extxyz_with_stress_and_repulsion(tmp_path, capsys):
     assert model.stress_weight == 3.0 and isinstance(model.baseline, PairRepulsion)
 
 
+def test_default_degrees_count_the_stress_rows_that_are_fitted():
+    """The command line's default basis counts rows as ``ACERegressor`` does: with stress
+    fitted, 6 more per structure can lift a fit out of the few-data budget."""
+    from skace.cli import _degree_params, build_parser
+    from skace.datasets import make_emt_dataset
+    from skace.regressor import DEFAULT_MAX_FEATURES, FEW_DATA_MAX_FEATURES, default_degrees, default_n_features
+
+    elements = ["Al", "Cu", "Ni"]
+    edge = default_n_features(elements) // 10
+    n = edge // 13  # 4-atom cells: 13 energy and force rows each, 19 with the stress
+    data = make_emt_dataset(n, elements=("Cu", "Al", "Ni"), size=1, vacancy_fraction=0, md_steps=1, random_state=0)
+    assert sorted({s for a in data for s in a.get_chemical_symbols()}) == elements and 13 * n <= edge < 19 * n
+    few, standard = default_degrees(elements, FEW_DATA_MAX_FEATURES), default_degrees(elements, DEFAULT_MAX_FEATURES)
+    assert few != standard
+    parser = build_parser()
+    assert _degree_params(parser.parse_args(["fit", "--stress-weight", "0"]), data) == few
+    assert _degree_params(parser.parse_args(["fit"]), data) == standard
+
+
 def test_default_degrees_follow_the_ladder_and_merge_center_options():
     from skace.cli import _degree_params, build_parser
     from skace.regressor import FEW_DATA_MAX_FEATURES, default_degrees

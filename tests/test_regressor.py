@@ -364,6 +364,26 @@ def test_auto_prior_weights_follow_the_rows_per_unknown(noisy_cho):
         np.testing.assert_array_equal(explicit.coef_, model.coef_)
 
 
+def test_default_descriptor_is_chosen_for_the_rows_fitted(monkeypatch):
+    """``ACERegressor()`` sizes its default basis by the rows it will fit: energies, then
+    force components and stress components where those are fitted."""
+    import skace.regressor as reg
+    from skace.datasets import make_emt_dataset
+
+    seen = []
+
+    def small(elements, n_rows=None):  # records the rows; a small basis keeps the fit quick
+        seen.append(n_rows)
+        return ACETransformer(cutoff=4.0, correlation_order=2, max_degree=4)
+
+    monkeypatch.setattr(reg, "default_descriptor", small)
+    data = make_emt_dataset(6, size=1, vacancy_fraction=0, md_steps=1, random_state=0)  # 4 atoms, with stress
+    ACERegressor().fit(data)
+    ACERegressor(stress_weight=0).fit(data)
+    ACERegressor(force_weight=0, stress_weight=0).fit(data)
+    assert seen == [6 * (1 + 12 + 6), 6 * (1 + 12), 6]
+
+
 @pytest.mark.parametrize("elements, normal, few", [
     (["C", "H", "O"], [16, 8, 7, 7.5], [16, 8, 7, 8]),  # the carbon five-body rung, then one up
     (["C", "H", "N", "O"], [16, 7, 6, 6], [16, 8, 7, 5]),
