@@ -6,7 +6,9 @@ Usage::
 
 Each setting holds ``ACERegressor`` parameters and optionally ``"desc"``, a
 dict of ``ACETransformer`` parameters that override the default descriptor
-(``DEFAULT_DESCRIPTOR`` with the default degrees of the molecule's elements).
+(``DEFAULT_DESCRIPTOR`` with the default degrees of the molecule's elements at
+the standard budget: ``"desc": {}`` is the standard basis even where few data
+would give ``ACERegressor()`` the larger one).
 Fits on the first N training configurations and validates on training
 configurations K-999 (K = 500 unless ``--validate-from K`` says otherwise;
 N <= K); ``--test`` also reports the test split's errors, for
