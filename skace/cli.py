@@ -88,13 +88,10 @@ def _degree_params(args, structures):
     fit = lambda ladder: (list(ladder) + list(ladder[-1:]) * nu)[:nu]  # noqa: E731
     elements = ACETransformer()._elements_of(structures)
     if args.max_features is None:  # as ACERegressor's default: a larger basis for few data
-        from .fitting import read_stress
+        from .fitting import fitting_rows, read_stress
 
-        forces = getattr(args, "force_weight", 1.0) > 0
-        rows = sum(1 + (3 * len(a) if forces else 0) for a in structures)
-        if getattr(args, "stress_weight", 0.0) > 0:
-            rows += 6 * len(read_stress(structures, args.stress_key)[0])
-        budget = default_budget(elements, rows)
+        stress = read_stress(structures, args.stress_key)[0] if getattr(args, "stress_weight", 0.0) > 0 else ()
+        budget = default_budget(elements, fitting_rows(structures, getattr(args, "force_weight", 1.0) > 0, stress))
     else:
         budget = args.max_features
     default = default_degrees(elements, budget)

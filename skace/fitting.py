@@ -409,6 +409,12 @@ def clearly_underdetermined(rows, unknowns):
     return 4 * rows <= 3 * unknowns
 
 
+def fitting_rows(structures, with_forces=True, stress_index=()):
+    """Rows of a fit of ``structures``: an energy each, the force components of their atoms
+    ``with_forces``, 6 stress components per structure in ``stress_index`` (``read_stress``)."""
+    return len(structures) + (3 * sum(len(a) for a in structures) if with_forces else 0) + 6 * len(stress_index)
+
+
 def few_data(rows, unknowns):
     """At most a tenth as many rows as unknowns: a fit that its prior, more than its data, decides."""
     return 10 * rows <= unknowns

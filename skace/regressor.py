@@ -1,5 +1,6 @@
 """``ACERegressor``: a linear ACE potential fitted to energies and forces."""
 
+import functools
 from numbers import Integral, Real
 
 import numpy as np
@@ -14,7 +15,7 @@ from . import streaming as _streaming
 from .baselines import baseline_terms
 from .descriptor import ACETransformer, _check_device, n_chunks, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale, few_data,
-                      energy_row_scale, fingerprint, physical_memory, read_stress, read_targets,
+                      energy_row_scale, fingerprint, fitting_rows, physical_memory, read_stress, read_targets,
                       svd_exceeds_memory)
 from .kernels import ace as _k
 from .linalg import GRAM_JITTER, GramSolver, ard
@@ -96,11 +97,13 @@ def _rung_params(elements, rung):
     return dict(max_degree=list(degrees), center_max_degree=centers or None)
 
 
-def _rung_size(elements, rung):
-    """Number of functions of the default descriptor on ``rung`` for ``elements``."""
+@functools.lru_cache(maxsize=None)
+def _rung_size(elements, k):
+    """Number of functions of the default descriptor on rung ``k`` of :data:`DEFAULT_DEGREES`
+    for ``elements`` (a tuple; remembered, as every default fit climbs the ladder)."""
     from .maths.basis import ACEBasis
 
-    params = _rung_params(elements, rung)
+    params = _rung_params(elements, DEFAULT_DEGREES[k])
     return ACEBasis(list(elements), DEFAULT_DESCRIPTOR["correlation_order"], params["max_degree"],
                     DEFAULT_DESCRIPTOR["l_weight"], None, center_max_degree=params["center_max_degree"]).n_features
 
@@ -149,13 +152,13 @@ def default_degrees(elements, max_features=DEFAULT_MAX_FEATURES):
 def _default_rung(elements, max_features):
     """The rung of :data:`DEFAULT_DEGREES` that :func:`default_degrees` chooses, and its size
     (None for the bottom rung when the one above already exceeds the budget)."""
-    chosen, size = DEFAULT_DEGREES[0], None
-    for rung in DEFAULT_DEGREES[1:]:
-        n = _rung_size(elements, rung)
+    chosen, size = 0, None
+    for k in range(1, len(DEFAULT_DEGREES)):
+        n = _rung_size(tuple(elements), k)
         if n > max_features:
             break
-        chosen, size = rung, n
-    return chosen, size
+        chosen, size = k, n
+    return DEFAULT_DEGREES[chosen], size
 
 
 def default_n_features(elements, max_features=DEFAULT_MAX_FEATURES):
@@ -168,8 +171,8 @@ def default_n_features(elements, max_features=DEFAULT_MAX_FEATURES):
     >>> default_n_features(["C", "H", "O"]), default_n_features(["C", "H", "O"], max_features=28200)
     (37062, 28152)
     """
-    rung, size = _default_rung(elements, max_features)
-    return _rung_size(elements, rung) if size is None else size
+    size = _default_rung(elements, max_features)[1]
+    return _rung_size(tuple(elements), 0) if size is None else size
 
 
 def default_budget(elements, n_rows=None):
@@ -518,7 +521,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         if self.descriptor is not None:
             descriptor = clone(self.descriptor)
         else:
-            rows = len(energies) + (0 if energy_only else forces.size) + (6 * len(stress[0]) if use_stress else 0)
+            rows = fitting_rows(structures, not energy_only, stress[0] if use_stress else ())
             descriptor = default_descriptor(ACETransformer(**DEFAULT_DESCRIPTOR)._elements_of(structures), rows)
         if self.n_jobs is not None:
             descriptor.set_params(n_jobs=self.n_jobs)
