@@ -18,6 +18,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
+    "myst_parser",
 ]
 autosummary_generate = True
 numpydoc_show_class_members = False
