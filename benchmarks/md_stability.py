@@ -47,10 +47,21 @@ def bonds(atoms, factor=1.25):
 
 
 def broken(atoms, bond_list, stretch=2.0, closest=0.6):
+    """``None`` while intact, else what broke: the most stretched starting bond beyond
+    ``stretch`` x its starting length, or the closest pair under ``closest`` Å."""
     i, j, d0 = bond_list
     d = atoms.get_all_distances()
     np.fill_diagonal(d, np.inf)
-    return bool(np.any(d[i, j] > stretch * d0) or d.min() < closest)
+    s = atoms.get_chemical_symbols()
+    ratio = d[i, j] / d0
+    if len(ratio) and ratio.max() > stretch:
+        k = int(np.argmax(ratio))
+        a, b = int(i[k]), int(j[k])
+        return f"bond {s[a]}{a}-{s[b]}{b} at {d[a, b]:.2f} Å (started at {d0[k]:.2f})"
+    if d.min() < closest:
+        a, b = np.unravel_index(int(np.argmin(d)), d.shape)
+        return f"{s[a]}{a} and {s[b]}{b} {d[a, b]:.2f} Å apart"
+    return None
 
 
 def run(atoms, calc, temperature, ps, timestep_fs, thermostat, seed, check_every=10):
@@ -68,19 +79,20 @@ def run(atoms, calc, temperature, ps, timestep_fs, thermostat, seed, check_every
     bond_list = bonds(atoms)
     n_steps = int(round(1000 * ps / timestep_fs))
     energies, done, t0 = [atoms.get_total_energy()], 0, time.perf_counter()
-    intact = True
+    intact, what = True, None
     while done < n_steps:
         dyn.run(check_every)
         done += check_every
         energies.append(atoms.get_total_energy())
-        if broken(atoms, bond_list) or not np.isfinite(energies[-1]):
+        what = broken(atoms, bond_list) if np.isfinite(energies[-1]) else "energy not finite"
+        if what is not None:
             intact = False
             break
     wall = time.perf_counter() - t0
     e = np.array(energies) / len(atoms)
     out = {"thermostat": thermostat, "temperature_K": temperature, "ps_requested": ps,
            "ps_intact": done * timestep_fs / 1000 if intact else (done - check_every) * timestep_fs / 1000,
-           "intact": intact, "wall_s": wall, "us_per_atom_step": 1e6 * wall / max(done, 1) / len(atoms)}
+           "intact": intact, "broke": what, "wall_s": wall, "us_per_atom_step": 1e6 * wall / max(done, 1) / len(atoms)}
     if thermostat == "nve":
         t = np.arange(len(e)) * check_every * timestep_fs / 1000
         out["drift_meV_per_atom_per_ps"] = 1000 * float(np.polyfit(t, e, 1)[0]) if len(e) > 2 else None
