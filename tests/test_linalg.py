@@ -134,10 +134,14 @@ def test_evidence_search_reports_when_rounding_sets_alpha():
     ts = np.log10(np.array(sorted(floored._values)) / floored.top)
     assert ts[0] == pytest.approx(-16.0) and floored.limited
     np.testing.assert_allclose(ts[1:4], [-15.75, -15.5, -15.0])
-    # the default range goes lower, where the floor takes over: an interior maximum there
+    # the default range goes lower, where the floor takes over: the evidence levels off
+    # (a plateau whose top is placed by rounding, at -16.0 on one AMD EPYC and below it on
+    # another), and the search settles inside the range, not flagged
     deeper = GramSolver(X.T @ X, X.T @ y, y @ y, 120)
-    a3, beta3, _ = deeper.evidence_search()
-    assert GRAM_SEARCH_LO < np.log10(a3 / beta3 / deeper.top) < -16.0 and not deeper.limited
+    a3, beta3, best = deeper.evidence_search()
+    assert GRAM_SEARCH_LO < np.log10(a3 / beta3 / deeper.top) <= -15.5 and not deeper.limited
+    plateau = [v for x, (v, _) in deeper._values.items() if np.log10(x / deeper.top) <= -16.0]
+    assert len(plateau) >= 2 and best - min(plateau) < 1e-4 * abs(best)
     X = rng.normal(size=(200, 40))
     y = X @ rng.normal(size=40) + 0.3 * rng.normal(size=200)
     gs = GramSolver(X.T @ X, X.T @ y, y @ y, 200)
