@@ -42,6 +42,19 @@ GRAM_JITTER = 1e-11
 #: -16, 1.15 / 5.40 at -16.5, 1.13 / 5.44 at -17, 1.19 / 5.76 at -18).
 GRAM_SEARCH_LO = -18.0
 
+#: First bracket of :class:`GramSolver`'s searches: ``t = start - step, start, start + step``
+#: in ``lam = top * 10**t``. Every evaluation is one Cholesky factorisation (55 s at 23306
+#: functions, about 220 s at 37062 on two cores), and the Gram route serves large fits, whose
+#: optimum lies low: every rMD17 1000-configuration default fit chose ``t`` between about -15
+#: and the bottom -18. Starting at -10 in 2-decade steps, benzene's search took 11
+#: factorisations (session 27); from -15 in 1.5-decade steps it takes 5.
+GRAM_SEARCH_START, GRAM_SEARCH_STEP = -15.0, 1.5
+
+#: Log-evidence difference (nats) below which :meth:`GramSolver.evidence_search` counts its
+#: bracket as flat and stops: far below what distinguishes two models (differences of a few
+#: nats), and above the rounding noise of a plateau (1e-3 on a 60-function test problem).
+EVIDENCE_TOL = 0.1
+
 #: An evidence maximum within this many decades of the bottom of its scan counts as
 #: "interpolating": :meth:`Spectrum.evidence_ridge` then uses the group cross-validation
 #: curve when there is one.
@@ -350,6 +363,23 @@ class Spectrum:
         return self.V / np.sqrt(alpha + beta * self.lam), 1.0 / alpha
 
 
+class FactorOnDemand:
+    """The lower Cholesky factor of a :class:`GramSolver`'s ``G + lam I``, factorised when first
+    used: a search's best ``lam`` is rarely its last factorisation, and most fits never need
+    the posterior (``predict(return_std=True)`` does). ``nbytes`` is the factor's size."""
+
+    def __init__(self, solver, lam):
+        self.solver, self.lam = solver, lam
+
+    @property
+    def nbytes(self):
+        return self.solver.G.nbytes
+
+    def get(self):
+        """The factor (a view of the solver's matrix, valid until it factorises another ``lam``)."""
+        return self.solver.factor(self.lam)[0]
+
+
 def ard(G, b, yy, m, max_iter=100, tol=1e-4, threshold=1e8):
     """Automatic relevance determination (sparse Bayesian learning) on a Gram system.
 
@@ -450,6 +480,7 @@ class GramSolver:
         self.top = float(np.max(self.diag)) if self.n else 1.0
         self._lam = None
         self._values = {}
+        self._solutions = {}  # lam -> (G + lam I)^-1 b: the chosen lam needs no new factorisation
         self.limited = False
         self.holdout_scores = {}
 
@@ -473,7 +504,10 @@ class GramSolver:
         return self.G.T, True
 
     def ridge(self, lam):
-        return linalg.cho_solve(self.factor(lam), self.b, check_finite=False)
+        """``(G + lam I)^-1 b`` (with the floor): one factorisation, unless ``lam`` was scored."""
+        if lam not in self._solutions:
+            self._solutions[lam] = linalg.cho_solve(self.factor(lam), self.b, check_finite=False)
+        return self._solutions[lam].copy()
 
     def log_evidence_profiled(self, lam):
         """Log evidence at ``alpha / beta = lam`` with the optimal ``beta``; returns (value, beta)."""
@@ -483,7 +517,7 @@ class GramSolver:
             except np.linalg.LinAlgError:  # too little regularisation to factorise: no evidence
                 self._values[lam] = (-np.inf, np.nan)
                 return self._values[lam]
-            mu = linalg.cho_solve((c, lower), self.b, check_finite=False)
+            mu = self.ridge(lam)
             misfit = max(self.yy - float(self.b @ mu), 1e-300)  # = RSS + mu^T (lam + floor) mu
             logdet = 2.0 * float(np.sum(np.log(np.diag(c))))
             log_prior = float(np.sum(np.log(lam + self.floor)))
@@ -492,21 +526,24 @@ class GramSolver:
             self._values[lam] = (value, self.m / misfit)
         return self._values[lam]
 
-    def evidence_search(self, start=-10.0, step=2.0, lo=GRAM_SEARCH_LO, hi=-1.0):
+    def evidence_search(self, start=GRAM_SEARCH_START, step=GRAM_SEARCH_STEP, lo=GRAM_SEARCH_LO, hi=-1.0):
         """``(alpha, beta, log_evidence)`` maximising the evidence over ``lam = top * 10**t``.
 
         Each evaluation costs one factorisation, so the search is frugal: three
         points ``step`` decades apart around ``start``, moved outwards until the
         best is interior (within ``[lo, hi]``; at a bound, halved towards it),
         then parabolic steps in ``t`` with a shrinking bracket until it is under
-        half a decade wide; the evidence is flat on that scale (typically 5-7
-        factorisations).
+        half a decade wide or flat (its ends within :data:`EVIDENCE_TOL` of the
+        best); the evidence is flat on that scale (typically 4-7 factorisations).
+        The solution at every ``lam`` scored is kept, so :meth:`ridge` at the
+        answer costs no further factorisation.
         """
-        lam = self._maximise(lambda lam: self.log_evidence_profiled(lam)[0], start, step, lo, hi)
+        lam = self._maximise(lambda lam: self.log_evidence_profiled(lam)[0], start, step, lo, hi,
+                             tol=EVIDENCE_TOL)
         value, beta = self.log_evidence_profiled(lam)
         return lam * beta, beta, value
 
-    def holdout_search(self, X, y, start=-10.0, step=2.0, lo=GRAM_SEARCH_LO, hi=-1.0):
+    def holdout_search(self, X, y, start=GRAM_SEARCH_START, step=GRAM_SEARCH_STEP, lo=GRAM_SEARCH_LO, hi=-1.0):
         """Ridge ``lam`` minimising the squared error ``|X ridge(lam) - y|^2`` of held-out rows.
 
         The same frugal search as :meth:`evidence_search` (one factorisation per
@@ -546,6 +583,7 @@ class GramSolver:
         self.top = float(np.max(self.diag)) if self.n else 1.0
         self._lam = None
         self._values = {}
+        self._solutions = {}
 
     def _restore(self):
         """Copy the pristine lower triangle of ``G`` over its upper one (which may hold a factor)."""
@@ -558,11 +596,13 @@ class GramSolver:
         G[np.diag_indices(n)] = self.diag
         self._lam = None
 
-    def _maximise(self, score, start, step, lo, hi, memo=None):
+    def _maximise(self, score, start, step, lo, hi, memo=None, tol=0.0):
         """``lam = top * 10**t`` (``t`` in ``[lo, hi]``) maximising ``score(lam)``: three points
         ``step`` decades apart around ``start``, moved outwards until the best is interior
-        (at a bound of the range, halved towards it), then parabolic steps with a shrinking
-        bracket until it is under half a decade wide. Sets :attr:`limited`."""
+        (at a bound of the range, halved towards it until the gap is under half a decade),
+        then parabolic steps with a shrinking bracket until it is under half a decade wide.
+        Either stops early where the scores around the best are within ``tol`` of it (flat).
+        Sets :attr:`limited`."""
         memo = {} if memo is None else memo
 
         def f(t):
@@ -571,24 +611,25 @@ class GramSolver:
                 memo[lam] = score(lam)
             return memo[lam]
 
+        start = min(max(start, lo + step), hi - step)  # the first bracket lies in the range
         ts = [start - step, start, start + step]
         vals = [f(t) for t in ts]
         while True:
             k = int(np.argmax(vals))
-            if k == 0 and ts[0] - step >= lo:
-                ts.insert(0, ts[0] - step)
+            if k == 0 and ts[0] > lo:  # outwards by a step, or to the bound if that is nearer
+                ts.insert(0, max(ts[0] - step, lo))
                 vals.insert(0, f(ts[0]))
-            elif k == len(ts) - 1 and ts[-1] + step <= hi:
-                ts.append(ts[-1] + step)
+            elif k == len(ts) - 1 and ts[-1] < hi:
+                ts.append(min(ts[-1] + step, hi))
                 vals.append(f(ts[-1]))
             else:
                 break
         k = int(np.argmax(vals))
         while k in (0, len(ts) - 1) and len(ts) > 1:
             # best at a bound of the range: halve towards it until a point beats it (an
-            # interior maximum to refine) or the gap is a quarter decade
+            # interior maximum to refine) or the gap is under half a decade
             j = 1 if k == 0 else len(ts) - 2
-            if abs(ts[j] - ts[k]) <= 0.25:
+            if abs(ts[j] - ts[k]) <= 0.5 or vals[k] - vals[j] <= tol:
                 break
             t = 0.5 * (ts[k] + ts[j])
             at = min(k, j) + 1
@@ -598,7 +639,7 @@ class GramSolver:
         if 0 < k < len(ts) - 1:
             a, b, c = ts[k - 1], ts[k], ts[k + 1]
             fa, fb, fc = vals[k - 1], vals[k], vals[k + 1]
-            while c - a > 0.5:
+            while c - a > 0.5 and fb - min(fa, fc) > tol:
                 # vertex of the parabola through the bracket, kept inside it
                 den = (b - a) * (fb - fc) - (b - c) * (fb - fa)
                 if np.isfinite(den) and den != 0:

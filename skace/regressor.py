@@ -18,7 +18,7 @@ from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdeter
                       energy_row_scale, fingerprint, fitting_rows, physical_memory, read_stress, read_targets,
                       svd_exceeds_memory)
 from .kernels import ace as _k
-from .linalg import GRAM_JITTER, GramSolver, ard
+from .linalg import GRAM_JITTER, FactorOnDemand, GramSolver, ard
 from .maths.basis import fold_coefficients, needed_products
 from .maths.priors import PRIORS, smoothness_prior
 from .structures import as_structure_list, species_indices
@@ -697,7 +697,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                     self.alpha_limited_ = gs.limited
                     lam = alpha / beta
                 self.beta_ = beta
-                self._posterior = ("cholesky", None, gs.factor(lam)[0], beta)
+                self._posterior = ("cholesky", None, FactorOnDemand(gs, lam), beta)
             self.alpha_ = lam
             return gs.ridge(lam) / scale
         with_cv = self.solver == "cv"
@@ -936,6 +936,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         if kind == "cholesky":  # L: lower Cholesky factor of G + lam I; Sigma = (G + lam I)^-1 / beta
             from scipy.linalg import solve_triangular
 
+            L = L.get() if isinstance(L, FactorOnDemand) else L
             var = np.sum(solve_triangular(L, x.T, lower=True) ** 2, axis=0) / null
         elif kind == "ard":
             var = np.sum((x[:, kept] @ L) ** 2, axis=1)
@@ -1009,8 +1010,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         state = self.__dict__.copy()
         state.pop("spectrum_", None)
         posterior = state.get("_posterior")
-        if posterior is not None and posterior[2].nbytes > POSTERIOR_SAVE_BYTES:
-            state["_posterior"] = ("dropped", posterior[2].nbytes)
+        if posterior is not None and posterior[0] != "dropped":
+            if posterior[2].nbytes > POSTERIOR_SAVE_BYTES:
+                state["_posterior"] = ("dropped", posterior[2].nbytes)
+            elif isinstance(posterior[2], FactorOnDemand):  # saved factorised
+                state["_posterior"] = (*posterior[:2], posterior[2].get().copy(), *posterior[3:])
         return state
 
     def __setstate__(self, state):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from skace.linalg import (GRAM_SEARCH_LO, GramSolver, Spectrum, cholesky_upper_inplace, gram_update, group_cv_curve,
+from skace.linalg import (EVIDENCE_TOL, GRAM_SEARCH_LO, GramSolver, Spectrum, cholesky_upper_inplace, gram_update, group_cv_curve,
                           symmetrize_upper)
 
 
@@ -129,11 +129,14 @@ def test_evidence_search_reports_when_rounding_sets_alpha():
     floored = GramSolver(X.T @ X, X.T @ y, y @ y, 120)
     a2, beta2, _ = floored.evidence_search(lo=-16.0)
     assert a2 / beta2 < lam and all(np.isfinite(v) for v, _ in floored._values.values())
-    # in a range that ends at -16 its best point is the bottom: the search halved towards it
-    # before settling there
+    # in a range that ends at -16 its best point is the bottom; the first bracket moved up to
+    # fit the range (-16, -14.5, -13), and the evidence is flat between its two lower points
+    # (within EVIDENCE_TOL), so the search did not halve towards the bottom
     ts = np.log10(np.array(sorted(floored._values)) / floored.top)
     assert ts[0] == pytest.approx(-16.0) and floored.limited
-    np.testing.assert_allclose(ts[1:4], [-15.75, -15.5, -15.0])
+    np.testing.assert_allclose(ts, [-16.0, -14.5, -13.0])
+    values = [floored._values[x][0] for x in sorted(floored._values)]
+    assert 0 < values[0] - values[1] <= EVIDENCE_TOL
     # the default range goes lower, where the floor takes over: the evidence levels off
     # (a plateau whose top is placed by rounding, at -16.0 on one AMD EPYC and below it on
     # another), and the search settles inside the range, not flagged
@@ -277,3 +280,38 @@ def test_holdout_search_minimises_the_held_out_error_and_add_rows_refits_on_all(
     full = GramSolver(X.T @ X, X.T @ y, y @ y, 160)
     np.testing.assert_allclose(gs.ridge(lam), full.ridge(lam), rtol=1e-9)
     assert gs.log_evidence_profiled(lam)[0] == pytest.approx(full.log_evidence_profiled(lam)[0], rel=1e-12)
+
+
+def test_evidence_search_is_frugal_and_its_answer_needs_no_new_factorisation():
+    """Each score costs a factorisation: a large fit's evidence peaks low (here noise-free data,
+    on the floor's plateau; rMD17 1000-configuration fits at -15 to -18), which the first
+    bracket around GRAM_SEARCH_START reaches in a handful of them. The chosen ``lam``'s
+    solution was kept when it was scored, so the fit does not factorise again."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(120, 30)) @ rng.normal(size=(30, 60))
+    y = X @ rng.normal(size=60)
+    G = X.T @ X
+    gs = GramSolver(G.copy(), X.T @ y, y @ y, 120)
+    a, beta, _ = gs.evidence_search()
+    lam = a / beta
+    assert len(gs._values) <= 6
+
+    def refuse(lam):
+        raise AssertionError("factorised again")
+
+    gs.factor = refuse
+    fresh = GramSolver(G.copy(), X.T @ y, y @ y, 120)  # factorises at lam
+    np.testing.assert_array_equal(gs.ridge(lam), fresh.ridge(lam))
+
+
+def test_evidence_search_reaches_the_top_of_its_range():
+    """Targets unrelated to the features: the evidence rises with ``lam`` all the way, and the
+    search steps up to the range's top ``hi`` itself (not the last whole step below it)."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 40))
+    y = rng.normal(size=200)
+    gs = GramSolver(X.T @ X, X.T @ y, y @ y, 200)
+    a, beta, _ = gs.evidence_search(hi=-1.0)
+    assert np.log10(a / beta / gs.top) == pytest.approx(-1.0) and not gs.limited
+    values = [v for _, (v, _) in sorted(gs._values.items())]
+    assert np.all(np.diff(values) > 0)
