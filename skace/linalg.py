@@ -47,8 +47,11 @@ GRAM_SEARCH_LO = -18.0
 #: functions, about 220 s at 37062 on two cores), and the Gram route serves large fits, whose
 #: optimum lies low: every rMD17 1000-configuration default fit chose ``t`` between about -15
 #: and the bottom -18. Starting at -10 in 2-decade steps, benzene's search took 11
-#: factorisations (session 27); from -15 in 1.5-decade steps it takes 5.
-GRAM_SEARCH_START, GRAM_SEARCH_STEP = -15.0, 1.5
+#: factorisations (session 27).
+GRAM_SEARCH_START = -15.0
+
+#: Spacing (decades) of :data:`GRAM_SEARCH_START`'s first bracket and of the steps out of it.
+GRAM_SEARCH_STEP = 1.5
 
 #: Log-evidence difference (nats) below which :meth:`GramSolver.evidence_search` counts its
 #: bracket as flat and stops: far below what distinguishes two models (differences of a few
