@@ -537,7 +537,8 @@ class GramSolver:
         best is interior (within ``[lo, hi]``; at a bound, halved towards it),
         then parabolic steps in ``t`` with a shrinking bracket until it is under
         half a decade wide or flat (its ends within :data:`EVIDENCE_TOL` of the
-        best); the evidence is flat on that scale (typically 4-7 factorisations).
+        best); the evidence is flat on that scale (a handful of factorisations
+        when the optimum lies near ``start``, more the further away it is).
         The solution at every ``lam`` scored is kept, so :meth:`ridge` at the
         answer costs no further factorisation.
         """
