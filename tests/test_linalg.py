@@ -112,13 +112,18 @@ def test_cholesky_solver_floor_is_part_of_its_prior():
     assert value == pytest.approx(direct, rel=1e-10)
 
 
+def noise_free_rank_deficient():
+    """``(rng, X, y)``: 120 rows of rank 30 over 60 features, ``y`` in their span (no noise)."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(120, 30)) @ rng.normal(size=(30, 60))
+    return rng, X, X @ rng.normal(size=60)
+
+
 def test_evidence_search_reports_when_rounding_sets_alpha():
     """Noise-free data in the span of a rank-deficient design: the evidence rises as
     ``lam`` falls until ``G + lam I`` no longer factorises, so ``lam`` is the edge (flagged);
     noisy full-rank data have an interior maximum (not flagged)."""
-    rng = np.random.default_rng(7)
-    X = rng.normal(size=(120, 30)) @ rng.normal(size=(30, 60))  # rank 30 of 60
-    y = X @ rng.normal(size=60)
+    rng, X, y = noise_free_rank_deficient()
     gs = GramSolver(X.T @ X, X.T @ y, y @ y, 120, jitter=0.0)
     a, beta, _ = gs.evidence_search()
     lam = a / beta
@@ -287,9 +292,7 @@ def test_evidence_search_is_frugal_and_its_answer_needs_no_new_factorisation():
     on the floor's plateau; rMD17 1000-configuration fits at -15 to -18), which the first
     bracket around GRAM_SEARCH_START reaches in a handful of them. The chosen ``lam``'s
     solution was kept when it was scored, so the fit does not factorise again."""
-    rng = np.random.default_rng(7)
-    X = rng.normal(size=(120, 30)) @ rng.normal(size=(30, 60))
-    y = X @ rng.normal(size=60)
+    _, X, y = noise_free_rank_deficient()
     G = X.T @ X
     gs = GramSolver(G.copy(), X.T @ y, y @ y, 120)
     a, beta, _ = gs.evidence_search()
