@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .kernels import ace as _k
-from .maths.basis import ACEBasis
+from .maths.basis import ACEBasis, jacobian_plan
 from .maths.radial import FAMILIES, family_code, pair_parameters
 from .structures import as_structure_list, build_batch
 
@@ -311,6 +311,20 @@ class ACETransformer(TransformerMixin, BaseEstimator):
             b.nl_n, b.nl_l, b.nl_offset, b.n_nlm, b.n_A, b.tree_parent, b.tree_last,
         )
 
+    def _jacobian_plan(self):
+        """:func:`~skace.maths.basis.jacobian_plan` of the basis, built on first use and
+        not pickled (it is as large as the basis's own arrays and cheap to rebuild)."""
+        plan = self.__dict__.get("_jacobian_plan_cache")
+        if plan is None or plan[0] is not self.compiled_:
+            plan = (self.compiled_, jacobian_plan(self.compiled_))
+            self._jacobian_plan_cache = plan
+        return plan[1]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_jacobian_plan_cache", None)
+        return state
+
     def _atom_features(self, batch):
         """Compact per-atom features: row i holds the block of its own element."""
         b = self.compiled_
@@ -405,7 +419,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         with_virial = vir is not None
         _k.compute_feature_gradients_virial(
             batch.structure_start, batch.first, batch.nbr, batch.D, batch.species,
-            *self._kernel_basis_args(), b.row_start, b.indptr, b.parent, b.last, b.vals, batch.max_pairs,
+            *self._kernel_basis_args(), b.row_start, b.indptr, b.vals, *self._jacobian_plan(), batch.max_pairs,
             n_chunks(len(batch.structure_start) - 1), out, with_virial,
             vir if with_virial else np.zeros((0, 6, out.shape[2])),
         )

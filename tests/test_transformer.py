@@ -416,6 +416,21 @@ def test_gradient_molecules_finite_differences(family):
         s += len(a)
 
 
+@pytest.mark.parametrize("nu", [1, 2, 3, 4, 5])
+def test_gradient_many_atoms_of_one_element_every_order(nu):
+    # more atoms of one element than one pass of the kernel takes (ATOMS_PER_PASS), at every
+    # correlation order: below, at and above the four factors the kernel writes out
+    from skace.kernels.ace import ATOMS_PER_PASS
+
+    X = [random_cluster(11, pool=("H", "C"), n_atoms=2 * ATOMS_PER_PASS + 3, box=4.2)]
+    assert max(X[0].get_chemical_symbols().count(e) for e in "HC") > ATOMS_PER_PASS
+    t = ACETransformer(elements=["H", "C"], correlation_order=nu, cutoff=CUTOFF, **ORDER_SETTINGS[nu]).fit(X)
+    assert_gradient_close(t.transform_gradient(X), finite_difference_gradient(t, X), f"order {nu}")
+    # the kernel's plan is rebuilt on demand, not saved with the estimator
+    assert "_jacobian_plan_cache" in t.__dict__
+    assert "_jacobian_plan_cache" not in pickle.loads(pickle.dumps(t)).__dict__
+
+
 @pytest.mark.parametrize("family", ["agnesi", "gaussian"])
 def test_gradient_periodic_finite_differences(family):
     t = fitted(["Na", "Cl"], 4, family)

@@ -11,8 +11,8 @@ Per central atom ``i``:
 * :func:`products_forward` forms every product ``AA`` as parent times one
   ``A`` (the density trick);
 * :func:`features_from_products` applies the sparse coupling map;
-* :func:`atom_feature_gradient` pushes ``dA/dr_j`` of all neighbours forward
-  through the product tree (forward mode) and couples it, for fitting;
+* :func:`atom_feature_gradient` contracts the sparse Jacobian ``dB/dA`` with
+  ``dA/dr_j`` of all neighbours, for fitting;
 * :func:`atom_energy_adjoint` evaluates a fitted energy and back-propagates
   it to ``dE_i/dA`` (reverse mode), contracted with ``dA/dr_j`` for every
   neighbour: forces cost a small multiple of the energy.
@@ -92,36 +92,19 @@ def features_from_products(A, AA, indptr, parent, last, vals, row_lo, row_hi, ou
         out[r - row_lo] = s
 
 
-@njit(cache=True, fastmath=True)
-def atom_feature_gradient(i, i_local, first, nbr, nbr_local, D, species, n_elements, A, AA, R, dR, Y, dY,
-                          nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, indptr, parent,
-                          last, vals, row_lo, row_hi, dAA, acc, grad, with_virial, vir):
-    """Add ``dB_i / dr`` of atom ``i`` into ``grad[row, 3 j + d]`` for rows ``row_lo:row_hi``.
+#: Atoms of one element whose gradients :func:`atoms_feature_gradient` computes in one pass over
+#: the coupling entries: the entries' indices are read once for all of them and the arithmetic
+#: runs across atoms in SIMD lanes (8 doubles: one AVX-512 register, two AVX2 ones).
+ATOMS_PER_PASS = 8
 
-    With ``with_virial``, also add the atom's share of the per-feature virial
-    ``sum_j sym(dB_i/dr_ij (x) r_ij)`` into ``vir[row, :]`` in Voigt order
-    (xx, yy, zz, yz, xz, xy): the derivative of ``B_i`` with respect to a
-    homogeneous strain of the structure.
 
-    Forward mode with all neighbours carried at once: ``dAA[k, 3 q + d]`` is
-    the derivative of stored product ``k`` with respect to coordinate ``d`` of
-    neighbour ``q``, so inner loops run over ``3 * n_neighbours`` contiguous
-    numbers. Pairs are sorted by neighbour element, so ``dA`` of one element
-    block is non-zero on one contiguous range of columns only. ``j`` indexes
-    atoms within the structure (``nbr_local``, ``i_local``).
-    """
+@njit(cache=True)
+def atomic_base_gradient(i, first, nbr, D, species, R, dR, Y, dY, nl_n, nl_l, nl_offset, n_nlm, dA):
+    """``dA[a, 3 q + d]``: derivative of ``A_a`` of atom ``i`` with respect to coordinate ``d``
+    of its neighbour ``q``, from the per-pair buffers of :func:`atomic_base`."""
     p0 = first[i]
     n_q = first[i + 1] - p0
-    P = 3 * n_q
-    col_lo = np.zeros(n_elements, dtype=np.int64)
-    col_hi = np.zeros(n_elements, dtype=np.int64)
-    for q in range(n_q - 1, -1, -1):
-        col_lo[species[nbr[p0 + q]]] = 3 * q
-    for q in range(n_q):
-        col_hi[species[nbr[p0 + q]]] = 3 * q + 3
-    n_AA = dAA.shape[0] - 1
-    dAA[:n_A, :P] = 0.0
-    dAA[n_AA, :P] = 0.0  # the constant
+    dA[:, :3 * n_q] = 0.0
     for q in range(n_q):
         p = p0 + q
         r = math.sqrt(D[p, 0] ** 2 + D[p, 1] ** 2 + D[p, 2] ** 2)
@@ -134,59 +117,133 @@ def atom_feature_gradient(i, i_local, first, nbr, nbr_local, D, species, n_eleme
             a = block + nl_offset[k]
             for mm in range(2 * l + 1):
                 y = dRn * Y[q, l * l + mm]
-                dAA[a + mm, 3 * q] = y * u0 + Rn * dY[q, l * l + mm, 0]
-                dAA[a + mm, 3 * q + 1] = y * u1 + Rn * dY[q, l * l + mm, 1]
-                dAA[a + mm, 3 * q + 2] = y * u2 + Rn * dY[q, l * l + mm, 2]
-    for k in range(tree_parent.shape[0]):
-        _product_rule(dAA[n_A + k], dAA[tree_parent[k]], A[tree_last[k]], AA[tree_parent[k]],
-                      dAA[tree_last[k]], P, col_lo[tree_last[k] // n_nlm], col_hi[tree_last[k] // n_nlm], True)
-    for rr in range(row_lo, row_hi):
-        acc[:P] = 0.0
+                dA[a + mm, 3 * q] = y * u0 + Rn * dY[q, l * l + mm, 0]
+                dA[a + mm, 3 * q + 1] = y * u1 + Rn * dY[q, l * l + mm, 1]
+                dA[a + mm, 3 * q + 2] = y * u2 + Rn * dY[q, l * l + mm, 2]
+
+
+@njit(cache=True, fastmath=True)
+def jacobian_row(rr, indptr, vals, factors, AT, jac):
+    """``jac[a, k] += dB_rr / dA_a`` of the atoms ``k`` whose ``A`` is ``AT[:, k]``.
+
+    For every entry ``vals[e] prod_t A[factors[e, t]]`` of row ``rr``, the
+    product of the other factors is added at each factor (prefix times suffix
+    products; written out for four factors, the default correlation order).
+    ``AT[n_A]`` is 1 (the padding factor) and ``jac[n_A]`` is scratch.
+    """
+    nu_max = factors.shape[1]
+    if nu_max == 4:
         for e in range(indptr[rr], indptr[rr + 1]):
-            la = last[e]
+            f0, f1, f2, f3 = factors[e, 0], factors[e, 1], factors[e, 2], factors[e, 3]
             w = vals[e]
-            _product_rule(acc, dAA[parent[e]], w * A[la], w * AA[parent[e]], dAA[la], P,
-                          col_lo[la // n_nlm], col_hi[la // n_nlm], False)
-        g = grad[rr]
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
+            for k in range(ATOMS_PER_PASS):
+                a0, a1, a2, a3 = AT[f0, k], AT[f1, k], AT[f2, k], AT[f3, k]
+                w01 = w * a0 * a1
+                w23 = w * a2 * a3
+                jac[f0, k] += a1 * w23
+                jac[f1, k] += a0 * w23
+                jac[f2, k] += w01 * a3
+                jac[f3, k] += w01 * a2
+        return
+    prefix = np.empty((nu_max, ATOMS_PER_PASS))
+    before = np.empty(ATOMS_PER_PASS)
+    for e in range(indptr[rr], indptr[rr + 1]):
+        before[:] = vals[e]
+        for t in range(nu_max):
+            f = factors[e, t]
+            for k in range(ATOMS_PER_PASS):
+                prefix[t, k] = before[k]
+                before[k] *= AT[f, k]
+        before[:] = 1.0  # now the suffix product
+        for t in range(nu_max - 1, -1, -1):
+            f = factors[e, t]
+            for k in range(ATOMS_PER_PASS):
+                jac[f, k] += prefix[t, k] * before[k]
+                before[k] *= AT[f, k]
+
+
+@njit(cache=True, fastmath=True)
+def atoms_feature_gradient(atoms, n_atoms, s0, first, nbr, nbr_local, D, species, n_elements, AT, dA, n_nlm,
+                           indptr, vals, factors, j_indptr, j_col, row_lo, row_hi, jac, jac_rows, acc, col_lo,
+                           col_hi, grad, with_virial, vir):
+    """Add ``dB_i / dr`` of the atoms ``atoms[:n_atoms]`` (one element) into ``grad[row, 3 j + d]``
+    for their rows ``row_lo:row_hi``.
+
+    With ``with_virial``, also add each atom's share of the per-feature virial
+    ``sum_j sym(dB_i/dr_ij (x) r_ij)`` into ``vir[row, :]`` in Voigt order
+    (xx, yy, zz, yz, xz, xy): the derivative of ``B_i`` with respect to a
+    homogeneous strain of the structure.
+
+    Chain rule through the atomic base: ``dB_r / dr = sum_a (dB_r / dA_a) dA_a / dr``.
+    First, for all rows at once and every atom ``k`` (its ``A`` in ``AT[:, k]``),
+    the non-zeros of ``dB / dA`` (``j_col``, from
+    :func:`skace.maths.basis.jacobian_plan`) go to ``jac_rows[k]`` by way of the
+    dense, cache-resident ``jac`` (:func:`jacobian_row`; zero on entry and left
+    zero). Then, atom by atom, they are contracted with ``dA[k]``
+    (:func:`atomic_base_gradient`), which stays in cache for the whole pass.
+    Pairs are sorted by neighbour element, so ``dA`` of one element block is
+    non-zero on one contiguous range of columns only. ``j`` indexes atoms
+    within the structure starting at ``s0`` (``nbr_local``).
+    """
+    n_A = dA.shape[1]
+    js0 = j_indptr[row_lo]
+    for rr in range(row_lo, row_hi):
+        jacobian_row(rr, indptr, vals, factors, AT, jac)
+        for s in range(j_indptr[rr], j_indptr[rr + 1]):
+            a = j_col[s]
+            for k in range(ATOMS_PER_PASS):
+                jac_rows[k, s - js0] = jac[a, k]
+                jac[a, k] = 0.0
+        jac[n_A, :] = 0.0
+    for k in range(n_atoms):
+        i = atoms[k]
+        p0 = first[i]
+        n_q = first[i + 1] - p0
+        P = 3 * n_q
+        col_lo[:] = 0
+        col_hi[:] = 0
+        for q in range(n_q - 1, -1, -1):
+            col_lo[species[nbr[p0 + q]]] = 3 * q
         for q in range(n_q):
-            j = 3 * nbr_local[p0 + q]
-            g[j] += acc[3 * q]
-            g[j + 1] += acc[3 * q + 1]
-            g[j + 2] += acc[3 * q + 2]
-            s0 += acc[3 * q]
-            s1 += acc[3 * q + 1]
-            s2 += acc[3 * q + 2]
-        g[3 * i_local] -= s0
-        g[3 * i_local + 1] -= s1
-        g[3 * i_local + 2] -= s2
-        if with_virial:
-            v = vir[rr]
+            col_hi[species[nbr[p0 + q]]] = 3 * q + 3
+        dAk = dA[k]
+        jk = jac_rows[k]
+        c = 3 * (i - s0)
+        for rr in range(row_lo, row_hi):
+            acc[:P] = 0.0
+            for s in range(j_indptr[rr], j_indptr[rr + 1]):
+                a = j_col[s]
+                v = jk[s - js0]
+                el = a // n_nlm
+                for m in range(col_lo[el], col_hi[el]):
+                    acc[m] += v * dAk[a, m]
+            g = grad[rr]
+            sx = 0.0
+            sy = 0.0
+            sz = 0.0
             for q in range(n_q):
-                p = p0 + q
-                ax, ay, az = acc[3 * q], acc[3 * q + 1], acc[3 * q + 2]
-                dx, dy, dz = D[p, 0], D[p, 1], D[p, 2]
-                v[0] += ax * dx
-                v[1] += ay * dy
-                v[2] += az * dz
-                v[3] += 0.5 * (ay * dz + az * dy)
-                v[4] += 0.5 * (ax * dz + az * dx)
-                v[5] += 0.5 * (ax * dy + ay * dx)
-
-
-@njit(cache=True, inline="always", fastmath=True)
-def _product_rule(target, d_parent, a_last, aa_parent, d_last, P, lo, hi, overwrite):
-    """``target (=|+=) d_parent * a_last + aa_parent * d_last`` (d_last non-zero on lo:hi only)."""
-    if overwrite:
-        for m in range(P):
-            target[m] = d_parent[m] * a_last
-    else:
-        for m in range(P):
-            target[m] += d_parent[m] * a_last
-    for m in range(lo, hi):
-        target[m] += aa_parent * d_last[m]
+                j = 3 * nbr_local[p0 + q]
+                g[j] += acc[3 * q]
+                g[j + 1] += acc[3 * q + 1]
+                g[j + 2] += acc[3 * q + 2]
+                sx += acc[3 * q]
+                sy += acc[3 * q + 1]
+                sz += acc[3 * q + 2]
+            g[c] -= sx
+            g[c + 1] -= sy
+            g[c + 2] -= sz
+            if with_virial:
+                v = vir[rr]
+                for q in range(n_q):
+                    p = p0 + q
+                    ax, ay, az = acc[3 * q], acc[3 * q + 1], acc[3 * q + 2]
+                    dx, dy, dz = D[p, 0], D[p, 1], D[p, 2]
+                    v[0] += ax * dx
+                    v[1] += ay * dy
+                    v[2] += az * dz
+                    v[3] += 0.5 * (ay * dz + az * dy)
+                    v[4] += 0.5 * (ax * dz + az * dx)
+                    v[5] += 0.5 * (ax * dy + ay * dx)
 
 
 @njit(cache=True)
@@ -261,7 +318,7 @@ def compute_features(first, nbr, D, species, family, params, n_radial, l_max, nl
 
 def compute_feature_gradients(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
                               nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
-                              indptr, parent, last, vals, max_pairs, n_chunks, out):
+                              indptr, vals, factors, j_indptr, j_col, max_pairs, n_chunks, out):
     """``out[j, :, rows] = d(sum_i B_i) / dr_j`` for structures of the batch (parallel over structures).
 
     ``out`` has shape (n_atoms, 3, n_feature_rows); ``structure_start`` gives
@@ -270,29 +327,31 @@ def compute_feature_gradients(structure_start, first, nbr, D, species, family, p
     """
     compute_feature_gradients_virial(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
                                      nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
-                                     indptr, parent, last, vals, max_pairs, n_chunks, out, False,
-                                     np.zeros((0, 6, out.shape[2])))
+                                     indptr, vals, factors, j_indptr, j_col, max_pairs, n_chunks, out,
+                                     False, np.zeros((0, 6, out.shape[2])))
 
 
 @njit(cache=True, parallel=True)
 def compute_feature_gradients_virial(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
                                      nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
-                                     indptr, parent, last, vals, max_pairs, n_chunks, out, with_virial,
-                                     vir_out):
+                                     indptr, vals, factors, j_indptr, j_col, max_pairs, n_chunks, out,
+                                     with_virial, vir_out):
     """Feature gradients and, with ``with_virial``, per-feature virials (parallel over structures).
 
     ``out[j, :, rows] = d(sum_i B_i) / dr_j`` has shape (n_atoms, 3,
     n_feature_rows); ``structure_start`` gives the first atom of each
-    structure (CSR). Each structure is accumulated in a thread-local
-    (rows, 3 * atoms) buffer, then transposed into ``out``. ``vir_out[s, v,
-    rows]`` (shape (n_structures, 6, n_feature_rows)) receives
-    ``sum_pairs sym(dB/dr_ij (x) r_ij)`` of structure ``s`` in Voigt order
-    (xx, yy, zz, yz, xz, xy): the strain derivative of its summed features,
-    so that ``virial = vir_out[s] @ c`` and ASE's stress is ``virial / volume``.
+    structure (CSR). ``factors, j_indptr, j_col`` are the basis's
+    :func:`skace.maths.basis.jacobian_plan` (the product tree is not used:
+    each entry's factors are read directly). Each structure is accumulated
+    in a thread-local (rows, 3 * atoms) buffer, then transposed into
+    ``out``. ``vir_out[s, v, rows]`` (shape (n_structures, 6,
+    n_feature_rows)) receives ``sum_pairs sym(dB/dr_ij (x) r_ij)`` of
+    structure ``s`` in Voigt order (xx, yy, zz, yz, xz, xy): the strain
+    derivative of its summed features, so that ``virial = vir_out[s] @ c``
+    and ASE's stress is ``virial / volume``.
     """
     prefac = harmonic_prefactors(l_max)
     n_struct = structure_start.shape[0] - 1
-    n_AA = n_A + tree_parent.shape[0]
     n_rows = out.shape[2]
     nbr_local = np.empty_like(nbr)
     for s in prange(n_struct):
@@ -301,9 +360,21 @@ def compute_feature_gradients_virial(structure_start, first, nbr, D, species, fa
     max_atoms = 0
     for s in range(n_struct):
         max_atoms = max(max_atoms, structure_start[s + 1] - structure_start[s])
+    n_elements = row_start.shape[0] - 1
+    max_slots = 0
+    for el in range(n_elements):
+        max_slots = max(max_slots, j_indptr[row_start[el + 1]] - j_indptr[row_start[el]])
+    K = ATOMS_PER_PASS
     for c in prange(n_chunks):
-        A, AA, R, dR, Y, dY = _environment_buffers(n_A, n_AA, max_pairs, n_radial, l_max)
-        dAA = np.empty((n_AA + 1, 3 * max_pairs))
+        A, _, R, dR, Y, dY = _environment_buffers(n_A, 0, max_pairs, n_radial, l_max)
+        AT = np.zeros((n_A + 1, K))
+        AT[n_A, :] = 1.0  # the padding factor of lower-order entries
+        dA = np.empty((K, n_A, 3 * max_pairs))
+        jac = np.zeros((n_A + 1, K))
+        jac_rows = np.empty((K, max_slots))
+        atoms = np.empty(K, dtype=np.int64)
+        col_lo = np.empty(n_elements, dtype=np.int64)
+        col_hi = np.empty(n_elements, dtype=np.int64)
         acc = np.empty(3 * max_pairs)
         grad_buffer = np.empty((n_rows, 3 * max_atoms))
         vir = np.zeros((n_rows if with_virial else 0, 6))
@@ -314,15 +385,23 @@ def compute_feature_gradients_virial(structure_start, first, nbr, D, species, fa
             grad = grad_buffer[:, :3 * n_s]
             grad[:] = 0.0
             vir[:] = 0.0
-            for i in range(s0, s0 + n_s):
-                atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
-                            nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
-                products_forward(A, AA, tree_parent, tree_last, n_A)
-                ei = species[i]
-                atom_feature_gradient(i, i - s0, first, nbr, nbr_local, D, species, row_start.shape[0] - 1, A,
-                                      AA, R, dR, Y, dY, nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent,
-                                      tree_last, indptr, parent, last, vals, row_start[ei], row_start[ei + 1],
-                                      dAA, acc, grad, with_virial, vir)
+            for el in range(n_elements):
+                k = 0
+                for i in range(s0, s0 + n_s + 1):
+                    if i < s0 + n_s and species[i] == el:
+                        atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
+                                    nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
+                        AT[:n_A, k] = A
+                        atomic_base_gradient(i, first, nbr, D, species, R, dR, Y, dY, nl_n, nl_l, nl_offset,
+                                             n_nlm, dA[k])
+                        atoms[k] = i
+                        k += 1
+                    if k == K or (k > 0 and i == s0 + n_s):  # a full pass, or the element's last atoms
+                        atoms_feature_gradient(atoms, k, s0, first, nbr, nbr_local, D, species, n_elements, AT,
+                                               dA, n_nlm, indptr, vals, factors, j_indptr, j_col,
+                                               row_start[el], row_start[el + 1], jac, jac_rows, acc, col_lo,
+                                               col_hi, grad, with_virial, vir)
+                        k = 0
             for j in range(n_s):
                 for d in range(3):
                     for r in range(n_rows):

@@ -361,3 +361,62 @@ def needed_products(basis, w_indptr, w_parent):
     node_indptr = np.concatenate([[0], np.cumsum([len(q) for q in parts])]).astype(np.int64)
     nodes = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
     return node_indptr, nodes
+
+
+JacobianPlan = namedtuple(
+    "JacobianPlan",
+    [
+        "factors",  # (n_entries, nu_max): A index of each factor of entry e's product, n_A past its order
+        "j_indptr",  # (n_features + 1,) CSR over feature rows of the sparse Jacobian dB / dA
+        "j_col",  # A index of each of its non-zeros, ascending within a row
+    ],
+)
+
+
+def entry_factors(basis):
+    """The ``A`` indices of every entry's product ``AA[parent[e]] * A[last[e]]``.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_entries, nu_max)
+        Row ``e`` lists the factors (last first, repeats kept), padded with -1.
+    """
+    n_A, n_AA = basis.n_A, basis.n_AA
+    tree_parent, tree_last = np.asarray(basis.tree_parent), np.asarray(basis.tree_last)
+    columns = [np.asarray(basis.last)]
+    node = np.asarray(basis.parent)
+    while True:  # walk every entry's parent chain up the tree, one level per sweep
+        stored = (node >= n_A) & (node < n_AA)
+        column = np.where(node < n_A, node, -1)
+        column[stored] = tree_last[node[stored] - n_A]
+        columns.append(column)
+        if not stored.any():
+            break
+        node = np.where(stored, node, n_AA)
+        node[stored] = tree_parent[node[stored] - n_A]
+    factors = np.stack(columns, axis=1)
+    return np.ascontiguousarray(factors[:, (factors >= 0).any(axis=0)])
+
+
+def jacobian_plan(basis):
+    """Sparsity of the features' Jacobian with respect to the atomic base, ``dB_r / dA_a``.
+
+    ``B_r = sum_e vals[e] prod_t A[factors[e, t]]``, so ``dB_r / dA_a`` is non-zero
+    only for the ``a`` that occur in row ``r``'s entries: far fewer numbers (rMD17
+    benzene's default basis: 0.50 M) than entries (2.86 M), and the gradient
+    ``dB / dr = (dB / dA) (dA / dr)`` then reads only ``dA``, which fits in cache
+    (:func:`skace.kernels.ace.atom_feature_gradient`). Factors are stored as int16
+    where ``A`` is small enough: the kernel streams them once per atom.
+
+    Returns
+    -------
+    JacobianPlan
+    """
+    factors = entry_factors(basis)
+    rows = np.repeat(np.arange(len(basis.indptr) - 1), np.diff(basis.indptr))
+    valid = factors >= 0
+    unique = np.unique((rows[:, None] * basis.n_A + factors)[valid])
+    j_indptr = np.searchsorted(unique // basis.n_A, np.arange(len(basis.indptr))).astype(np.int64)
+    dtype = np.int16 if basis.n_A < np.iinfo(np.int16).max else np.int32
+    return JacobianPlan(factors=np.where(valid, factors, basis.n_A).astype(dtype), j_indptr=j_indptr,
+                        j_col=(unique % basis.n_A).astype(np.int64))
