@@ -58,6 +58,13 @@ GRAM_SEARCH_STEP = 1.5
 #: nats), and above the rounding noise of a plateau (1e-3 on a 60-function test problem).
 EVIDENCE_TOL = 0.1
 
+#: :meth:`GramSolver.evidence_search` stops refining once the parabola through its bracket peaks
+#: within this many decades of the best point scored (after at least one refinement): each
+#: further point is a factorisation (200 s at 37062 functions), and a tenth of a decade moves
+#: the test errors far less than their differences between fits (rMD17 naphthalene, 500
+#: configurations: energy / force MAE 1.20 / 5.48 at t = -16 and 1.15 / 5.40 at -16.5).
+VERTEX_TOL = 0.1
+
 #: An evidence maximum within this many decades of the bottom of its scan counts as
 #: "interpolating": :meth:`Spectrum.evidence_ridge` then uses the group cross-validation
 #: curve when there is one.
@@ -178,6 +185,7 @@ def cholesky_upper_inplace(G, block=GRAM_BLOCK):
     from scipy.linalg import lapack
 
     n = G.shape[0]
+    buffers = {}
     for k0 in range(0, n, block):
         k1 = min(k0 + block, n)
         D = G[k0:k1, k0:k1]
@@ -197,11 +205,16 @@ def cholesky_upper_inplace(G, block=GRAM_BLOCK):
             Uj = G[k0:k1, j0:j1]
             for i0 in range(k1, j1, block):
                 i1 = min(i0 + block, n)
+                # into a reused buffer: a fresh block-sized temporary per product costs page faults
+                product = buffers.get((i1 - i0, j1 - j0))
+                if product is None:
+                    product = buffers[(i1 - i0, j1 - j0)] = np.empty((i1 - i0, j1 - j0))
+                np.matmul(G[k0:k1, i0:i1].T, Uj, out=product)
                 if i0 == j0:  # diagonal block: keep its strict lower part pristine
                     Dj = G[i0:i1, j0:j1]
-                    Dj[...] = np.tril(Dj, -1) + np.triu(Dj - G[k0:k1, i0:i1].T @ Uj)
+                    Dj[...] = np.tril(Dj, -1) + np.triu(Dj - product)
                 else:
-                    G[i0:i1, j0:j1] -= G[k0:k1, i0:i1].T @ Uj
+                    G[i0:i1, j0:j1] -= product
     return 0
 
 
@@ -604,8 +617,10 @@ class GramSolver:
         """``lam = top * 10**t`` (``t`` in ``[lo, hi]``) maximising ``score(lam)``: three points
         ``step`` decades apart around ``start``, moved outwards until the best is interior
         (at a bound of the range, halved towards it until the gap is under half a decade),
-        then parabolic steps with a shrinking bracket until it is under half a decade wide.
-        Either stops early where the scores around the best are within ``tol`` of it (flat).
+        then parabolic steps with a shrinking bracket until it is under half a decade wide, or
+        until the parabola peaks within :data:`VERTEX_TOL` of the best point. Either stops
+        early where the scores around the best are within ``tol`` of it (flat). Every new
+        point lies strictly inside the bracket, so the bracket shrinks at every step.
         Sets :attr:`limited`."""
         memo = {} if memo is None else memo
 
@@ -643,16 +658,20 @@ class GramSolver:
         if 0 < k < len(ts) - 1:
             a, b, c = ts[k - 1], ts[k], ts[k + 1]
             fa, fb, fc = vals[k - 1], vals[k], vals[k + 1]
+            refined = False
             while c - a > 0.5 and fb - min(fa, fc) > tol:
                 # vertex of the parabola through the bracket, kept inside it
                 den = (b - a) * (fb - fc) - (b - c) * (fb - fa)
                 if np.isfinite(den) and den != 0:
                     t = b - 0.5 * ((b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)) / den
+                    if refined and abs(t - b) <= VERTEX_TOL:
+                        break  # the parabola's peak is at a point already scored
                 else:  # an end without a score (not factorisable): bisect the wider side
                     t = 0.5 * (a + b) if b - a > c - b else 0.5 * (b + c)
                 t = min(max(t, a + 0.1 * (c - a)), c - 0.1 * (c - a))
-                if abs(t - b) < 0.05:
-                    t = b + (0.25 if c - b > b - a else -0.25)
+                if abs(t - b) < 0.05:  # a point beside the best, strictly inside the bracket
+                    t = b + min(0.25, 0.5 * (c - b)) if c - b > b - a else b - min(0.25, 0.5 * (b - a))
+                refined = True
                 ft = f(t)
                 if ft > fb:
                     if t > b:

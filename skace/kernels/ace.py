@@ -11,8 +11,9 @@ Per central atom ``i``:
 * :func:`products_forward` forms every product ``AA`` as parent times one
   ``A`` (the density trick);
 * :func:`features_from_products` applies the sparse coupling map;
-* :func:`atom_feature_gradient` contracts the sparse Jacobian ``dB/dA`` with
-  ``dA/dr_j`` of all neighbours, for fitting;
+* :func:`atomic_base_gradient` gives ``dA/dr_j`` for all neighbours, and
+  :func:`atoms_feature_gradient` contracts it with the sparse Jacobian
+  ``dB/dA`` (:func:`jacobian_row`) of several atoms at once, for fitting;
 * :func:`atom_energy_adjoint` evaluates a fitted energy and back-propagates
   it to ``dE_i/dA`` (reverse mode), contracted with ``dA/dr_j`` for every
   neighbour: forces cost a small multiple of the energy.
@@ -93,8 +94,9 @@ def features_from_products(A, AA, indptr, parent, last, vals, row_lo, row_hi, ou
 
 
 #: Atoms of one element whose gradients :func:`atoms_feature_gradient` computes in one pass over
-#: the coupling entries: the entries' indices are read once for all of them and the arithmetic
-#: runs across atoms in SIMD lanes (8 doubles: one AVX-512 register, two AVX2 ones).
+#: the coupling entries: each entry's indices are read, and its loop overhead paid, once for all
+#: of them (rMD17 benzene, 40 configurations, 2 threads: 2.2 s, against 5.6 s one atom at a time
+#: and 13.2 s for the forward mode through the product tree that this replaced).
 ATOMS_PER_PASS = 8
 
 

@@ -30,8 +30,8 @@ order-``nu`` product costs one multiplication (the density trick). Only the
 products that are parents of others are stored ("AA", the product tree;
 ``AA[0:n_A]`` is ``A`` itself and ``AA[n_AA]`` the constant 1). A feature is
 a sparse (CSR) sum ``B_r = sum_e vals[e] * AA[parent[e]] * A[last[e]]``, so the
-top-level products are never stored, which keeps the gradient's working set
-small.
+top-level products are never stored. Gradients go through the atomic base
+instead (:func:`jacobian_plan`): ``dB_r / dA`` is sparse, and ``dA / dr`` small.
 """
 
 from collections import namedtuple
