@@ -549,9 +549,10 @@ class GramSolver:
         points ``step`` decades apart around ``start``, moved outwards until the
         best is interior (within ``[lo, hi]``; at a bound, halved towards it),
         then parabolic steps in ``t`` with a shrinking bracket until it is under
-        half a decade wide or flat (its ends within :data:`EVIDENCE_TOL` of the
-        best); the evidence is flat on that scale (a handful of factorisations
-        when the optimum lies near ``start``, more the further away it is).
+        half a decade wide, flat (its ends within :data:`EVIDENCE_TOL` of the
+        best), or its parabola peaks within :data:`VERTEX_TOL` of the best
+        point (four or five factorisations when the optimum lies near
+        ``start``, more the further away it is).
         The solution at every ``lam`` scored is kept, so :meth:`ridge` at the
         answer costs no further factorisation.
         """
