@@ -551,7 +551,7 @@ class GramSolver:
         then parabolic steps in ``t`` with a shrinking bracket until it is under
         half a decade wide, flat (its ends within :data:`EVIDENCE_TOL` of the
         best), or its parabola peaks within :data:`VERTEX_TOL` of the best
-        point (four or five factorisations when the optimum lies near
+        point (four to six factorisations when the optimum lies near
         ``start``, more the further away it is).
         The solution at every ``lam`` scored is kept, so :meth:`ridge` at the
         answer costs no further factorisation.
