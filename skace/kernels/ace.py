@@ -125,13 +125,15 @@ def atomic_base_gradient(i, first, nbr, D, species, R, dR, Y, dY, nl_n, nl_l, nl
 
 
 @njit(cache=True, fastmath=True)
-def jacobian_row(rr, indptr, vals, factors, AT, jac):
+def jacobian_row(rr, indptr, vals, factors, AT, jac, prefix, before):
     """``jac[a, k] += dB_rr / dA_a`` of the atoms ``k`` whose ``A`` is ``AT[:, k]``.
 
     For every entry ``vals[e] prod_t A[factors[e, t]]`` of row ``rr``, the
     product of the other factors is added at each factor (prefix times suffix
     products; written out for four factors, the default correlation order).
-    ``AT[n_A]`` is 1 (the padding factor) and ``jac[n_A]`` is scratch.
+    ``AT[n_A]`` is 1 (the padding factor) and ``jac[n_A]`` is scratch;
+    ``prefix`` (nu_max, ATOMS_PER_PASS) and ``before`` (ATOMS_PER_PASS) are
+    work arrays for more than four factors.
     """
     nu_max = factors.shape[1]
     if nu_max == 4:
@@ -147,8 +149,6 @@ def jacobian_row(rr, indptr, vals, factors, AT, jac):
                 jac[f2, k] += w01 * a3
                 jac[f3, k] += w01 * a2
         return
-    prefix = np.empty((nu_max, ATOMS_PER_PASS))
-    before = np.empty(ATOMS_PER_PASS)
     for e in range(indptr[rr], indptr[rr + 1]):
         before[:] = vals[e]
         for t in range(nu_max):
@@ -166,8 +166,8 @@ def jacobian_row(rr, indptr, vals, factors, AT, jac):
 
 @njit(cache=True, fastmath=True)
 def atoms_feature_gradient(atoms, n_atoms, s0, first, nbr, nbr_local, D, species, n_elements, AT, dA, n_nlm,
-                           indptr, vals, factors, j_indptr, j_col, row_lo, row_hi, jac, jac_rows, acc, col_lo,
-                           col_hi, grad, with_virial, vir):
+                           indptr, vals, factors, j_indptr, j_col, row_lo, row_hi, jac, prefix, before, jac_rows,
+                           acc, col_lo, col_hi, grad, with_virial, vir):
     """Add ``dB_i / dr`` of the atoms ``atoms[:n_atoms]`` (one element) into ``grad[row, 3 j + d]``
     for their rows ``row_lo:row_hi``.
 
@@ -190,7 +190,7 @@ def atoms_feature_gradient(atoms, n_atoms, s0, first, nbr, nbr_local, D, species
     n_A = dA.shape[1]
     js0 = j_indptr[row_lo]
     for rr in range(row_lo, row_hi):
-        jacobian_row(rr, indptr, vals, factors, AT, jac)
+        jacobian_row(rr, indptr, vals, factors, AT, jac, prefix, before)
         for s in range(j_indptr[rr], j_indptr[rr + 1]):
             a = j_col[s]
             for k in range(ATOMS_PER_PASS):
@@ -373,6 +373,8 @@ def compute_feature_gradients_virial(structure_start, first, nbr, D, species, fa
         AT[n_A, :] = 1.0  # the padding factor of lower-order entries
         dA = np.empty((K, n_A, 3 * max_pairs))
         jac = np.zeros((n_A + 1, K))
+        prefix = np.empty((factors.shape[1], K))
+        before = np.empty(K)
         jac_rows = np.empty((K, max_slots))
         atoms = np.empty(K, dtype=np.int64)
         col_lo = np.empty(n_elements, dtype=np.int64)
@@ -401,8 +403,8 @@ def compute_feature_gradients_virial(structure_start, first, nbr, D, species, fa
                     if k == K or (k > 0 and i == s0 + n_s):  # a full pass, or the element's last atoms
                         atoms_feature_gradient(atoms, k, s0, first, nbr, nbr_local, D, species, n_elements, AT,
                                                dA, n_nlm, indptr, vals, factors, j_indptr, j_col,
-                                               row_start[el], row_start[el + 1], jac, jac_rows, acc, col_lo,
-                                               col_hi, grad, with_virial, vir)
+                                               row_start[el], row_start[el + 1], jac, prefix, before, jac_rows,
+                                               acc, col_lo, col_hi, grad, with_virial, vir)
                         k = 0
             for j in range(n_s):
                 for d in range(3):

@@ -405,14 +405,18 @@ def jacobian_plan(basis):
     only for the ``a`` that occur in row ``r``'s entries: far fewer numbers (rMD17
     benzene's default basis: 0.50 M) than entries (2.86 M), and the gradient
     ``dB / dr = (dB / dA) (dA / dr)`` then reads only ``dA``, which fits in cache
-    (:func:`skace.kernels.ace.atom_feature_gradient`). Factors are stored as int16
-    where ``A`` is small enough: the kernel streams them once per atom.
+    (:func:`skace.kernels.ace.atoms_feature_gradient`). Factors are stored as int16
+    where ``A`` is small enough (the kernel streams them once per pass), and
+    at least four per entry: lower orders are padded, so that every basis up to
+    the default correlation order takes the kernel's written-out path.
 
     Returns
     -------
     JacobianPlan
     """
     factors = entry_factors(basis)
+    if factors.shape[1] < 4:
+        factors = np.pad(factors, ((0, 0), (0, 4 - factors.shape[1])), constant_values=-1)
     rows = np.repeat(np.arange(len(basis.indptr) - 1), np.diff(basis.indptr))
     valid = factors >= 0
     unique = np.unique((rows[:, None] * basis.n_A + factors)[valid])
