@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
+from .blas import gemm_tn, syrk_tn_upper, trsm_upper_t
+
 #: Column-block width for Gram products; numpy 2.4's OpenBLAS 0.3.31 crashed on
 #: ``A.T @ A`` for A of 925 x 17920 with 2 threads, but not at 12000 columns.
 GRAM_BLOCK = 4096
@@ -74,19 +76,17 @@ CV_FALLBACK_DECADES = 3.0
 def gram_update(G, X, block=GRAM_BLOCK, scale=1.0):
     """``G += scale * X.T @ X`` in column blocks (upper triangle only; see :func:`symmetrize_upper`).
 
-    Blocked GEMM keeps each BLAS call narrow, which sidesteps the OpenBLAS
-    crash on wide ``A.T @ A``, and computing only ``ib <= jb`` halves the work.
+    Each block is updated in place by BLAS (:mod:`skace.blas`: ``dsyrk`` on
+    the diagonal, ``dgemm`` above it), with no product temporary; calls at
+    most ``block`` wide sidestep the OpenBLAS crash on wide ``A.T @ A``.
     """
+    X = np.ascontiguousarray(X, dtype=np.float64)
     n = X.shape[1]
     for j0 in range(0, n, block):
         j1 = min(j0 + block, n)
-        Xj = X[:, j0:j1]
-        for i0 in range(0, j1, block):
-            i1 = min(i0 + block, n)
-            product = X[:, i0:i1].T @ Xj
-            if scale != 1.0:
-                product *= scale
-            G[i0:i1, j0:j1] += product
+        syrk_tn_upper(G[j0:j1, j0:j1], X[:, j0:j1], alpha=scale)
+        for i0 in range(0, j0, block):
+            gemm_tn(G[i0:i0 + block, j0:j1], X[:, i0:i0 + block], X[:, j0:j1], alpha=scale)
     return G
 
 
@@ -185,7 +185,6 @@ def cholesky_upper_inplace(G, block=GRAM_BLOCK):
     from scipy.linalg import lapack
 
     n = G.shape[0]
-    buffers = {}
     for k0 in range(0, n, block):
         k1 = min(k0 + block, n)
         D = G[k0:k1, k0:k1]
@@ -196,25 +195,16 @@ def cholesky_upper_inplace(G, block=GRAM_BLOCK):
         D[...] = np.tril(D, -1) + c.T  # U11 above and on the diagonal, pristine lower part kept
         if k1 == n:
             break
-        for j0 in range(k1, n, block):  # panel: U12 = U11^-T G12
-            j1 = min(j0 + block, n)
-            G[k0:k1, j0:j1] = linalg.solve_triangular(c.T, G[k0:k1, j0:j1], trans="T", lower=False,
-                                                      check_finite=False)
+        for j0 in range(k1, n, block):  # panel: U12 = U11^-T G12, in place
+            trsm_upper_t(D, G[k0:k1, j0:min(j0 + block, n)])
         for j0 in range(k1, n, block):  # trailing update of the upper triangle: G22 -= U12^T U12
             j1 = min(j0 + block, n)
             Uj = G[k0:k1, j0:j1]
-            for i0 in range(k1, j1, block):
+            # diagonal blocks by dsyrk, which keeps their strict lower part pristine
+            syrk_tn_upper(G[j0:j1, j0:j1], Uj, alpha=-1.0)
+            for i0 in range(k1, j0, block):
                 i1 = min(i0 + block, n)
-                # into a reused buffer: a fresh block-sized temporary per product costs page faults
-                product = buffers.get((i1 - i0, j1 - j0))
-                if product is None:
-                    product = buffers[(i1 - i0, j1 - j0)] = np.empty((i1 - i0, j1 - j0))
-                np.matmul(G[k0:k1, i0:i1].T, Uj, out=product)
-                if i0 == j0:  # diagonal block: keep its strict lower part pristine
-                    Dj = G[i0:i1, j0:j1]
-                    Dj[...] = np.tril(Dj, -1) + np.triu(Dj - product)
-                else:
-                    G[i0:i1, j0:j1] -= product
+                gemm_tn(G[i0:i1, j0:j1], G[k0:k1, i0:i1], Uj, alpha=-1.0)
     return 0
 
 

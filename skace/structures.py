@@ -115,6 +115,32 @@ def as_structure_list(X, name="X"):
     return structures
 
 
+def internal_displacements(atoms):
+    """Orthonormal basis ``(3 N, 3 N - r)`` of the displacements of ``atoms`` that are not rigid motions.
+
+    A rotation- and translation-invariant energy has a gradient orthogonal to
+    the ``r`` rigid motions: the three translations, and for a structure with
+    no periodic direction the rotations (three, or two for a linear molecule).
+    Force rows projected on this basis therefore carry all of the
+    information of the ``3 N`` rows in ``3 N - r`` of them. Rows are ordered
+    as ``positions.ravel()`` (atom by atom, x y z).
+
+    Examples
+    --------
+    >>> from ase.build import molecule
+    >>> internal_displacements(molecule("H2O")).shape, internal_displacements(molecule("CO2")).shape
+    ((9, 3), (9, 4))
+    """
+    n = len(atoms)
+    motions = [np.tile(np.eye(3)[a], n) for a in range(3)]
+    if not atoms.pbc.any():
+        r = atoms.positions - atoms.positions.mean(axis=0)
+        motions += [np.cross(np.eye(3)[a], r).ravel() for a in range(3)]
+    U, s, _ = np.linalg.svd(np.array(motions).T, full_matrices=True)
+    rank = int(np.sum(s > 1e-8 * s[0]))
+    return U[:, rank:]
+
+
 def species_indices(structures, elements, name="X"):
     """Element index of every atom (concatenated), with a clear error for unknown elements.
 

@@ -573,6 +573,41 @@ def test_underdetermined_fit_beyond_svd_memory_limit_takes_gram_route_with_holdo
     assert ACERegressor()._svd_memory_limit() == 3 * skace.fitting.physical_memory() // 4
 
 
+@pytest.mark.parametrize("which", ["cho", "periodic"])
+def test_gram_route_force_rows_without_rigid_motions(cho_truth, periodic_truth, which):
+    """The Gram route keeps only each structure's internal force rows (3 N - 6, or 3 N - 3
+    when periodic): the force Gram matrix and ``X^T y`` equal the full design's, with
+    per-structure weights, a linear molecule and a single atom among the structures."""
+    from skace.fitting import assemble_block, internal_rows
+
+    truth = cho_truth if which == "cho" else periodic_truth
+    data = list(truth.train[:12])
+    if which == "cho":
+        line = Atoms("COH", positions=[[0, 0, 0], [1.2, 0, 0], [2.3, 0, 0]])
+        single = Atoms("C", positions=[[0, 0, 0]])
+        for atoms in (line, single):
+            atoms.info["energy"] = 0.0
+            atoms.arrays["forces"] = np.random.default_rng(0).normal(size=(len(atoms), 3))
+        data += [line, single]
+    d = truth.descriptor
+    energies = np.array([a.info["energy"] for a in data])
+    forces = np.concatenate([a.arrays["forces"] for a in data])
+    weights = np.random.default_rng(1).uniform(0.5, 2.0, len(data))
+    counts = np.zeros((len(data), len(d.elements_)))
+    args = (d, data, energies, forces, weights, weights, counts)
+    design = assemble_block(*args, use_design=True)
+    gram = assemble_block(*args, use_design=False)
+    nf = d.n_features_out_
+    G = design.XF.T @ design.XF
+    np.testing.assert_allclose(gram.GF[:nf, :nf], G, rtol=0, atol=1e-12 * np.abs(G).max())
+    np.testing.assert_allclose(gram.bF, design.XF.T @ design.yF, rtol=1e-12, atol=1e-12)
+    assert (gram.yyF, gram.mF) == (float(design.yF @ design.yF), len(design.yF))
+    # random clusters and cells: 6 or 3 rigid motions; the linear molecule 5; the single atom 3
+    expect = sum(3 * len(a) - (3 if which == "periodic" else 6) for a in truth.train[:12])
+    expect += (3 * 3 - 5) + (3 - 3) if which == "cho" else 0
+    assert internal_rows(design.XF, data).shape == (expect, nf)
+
+
 def test_single_use_design_fit_releases_force_rows():
     """A design-route (SVD) fit whose system is not cached drops the system's force rows
     once they are copied into the weighted design: same coefficients to the last bit as a
