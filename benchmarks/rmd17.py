@@ -126,6 +126,9 @@ def run_one(molecule, n_train, settings, folder, threads, save_dir=None):
         "predict_us_per_atom": predict_us_per_atom(model, test),
         "alpha": float(model.alpha_),
         "alpha_limited": bool(model.alpha_limited_),
+        # (alpha, log evidence) of each factorisation of the evidence search (Cholesky route)
+        "evidence_scores": None if getattr(model, "evidence_scores_", None) is None
+        else model.evidence_scores_.tolist(),
         "prior_order": float(getattr(model, "prior_order_", model.prior_order)),
         "prior_weights": [float(getattr(model, "prior_l_weight_", 1.0)),
                           float(getattr(model, "prior_correlation_weight_", 1.0))],

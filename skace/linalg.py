@@ -551,6 +551,11 @@ class GramSolver:
         value, beta = self.log_evidence_profiled(lam)
         return lam * beta, beta, value
 
+    def evidence_scores(self):
+        """``(lam, log evidence)`` of every ``lam`` scored so far, by increasing ``lam`` (one row
+        per factorisation; ``-inf`` where ``G + lam I`` did not factorise)."""
+        return np.array(sorted((lam, v) for lam, (v, _) in self._values.items())).reshape(-1, 2)
+
     def holdout_search(self, X, y, start=GRAM_SEARCH_START, step=GRAM_SEARCH_STEP, lo=GRAM_SEARCH_LO, hi=-1.0):
         """Ridge ``lam`` minimising the squared error ``|X ridge(lam) - y|^2`` of held-out rows.
 

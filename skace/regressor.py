@@ -375,6 +375,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         ``solver="cv"``, and "bayesian" fits that ``svd_memory_limit`` moved to
         the Gram route: the alphas scored (in ``alpha_``'s units) and the mean
         squared held-out residual per weighted row at each; None otherwise.
+    evidence_scores_ : ndarray (n, 2) or None
+        Bayesian fits on the Cholesky route (more features than
+        ``eigen_limit``): every alpha the evidence search scored (in
+        ``alpha_``'s units, one Cholesky factorisation each) and its log
+        evidence; None otherwise.
     prior_order_ : float
         Order of the smoothness prior used (``prior_order``, resolved if "auto").
     prior_l_weight_, prior_correlation_weight_ : float
@@ -659,6 +664,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self._posterior = None
         self.alpha_limited_ = False
         self.cv_scores_ = None
+        self.evidence_scores_ = None
         big = not use_design and system.n_features > self.eigen_limit
         # held-out structures: solver="cv" on the Gram route, or an SVD beyond svd_memory_limit
         held_out = system.holdout is not None and self.solver in ("cv", "bayesian")
@@ -695,6 +701,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 else:
                     alpha, beta, self.log_evidence_ = gs.evidence_search()
                     self.alpha_limited_ = gs.limited
+                    self.evidence_scores_ = gs.evidence_scores()
                     lam = alpha / beta
                 self.beta_ = beta
                 self._posterior = ("cholesky", None, FactorOnDemand(gs, lam), beta)

@@ -458,6 +458,13 @@ def test_log_evidence_is_gaussian_marginal_likelihood(noisy_cho, route):
         a = model.beta_ * (model.alpha_ + GRAM_JITTER * np.einsum("ij,ij->j", Xs, Xs))
     logev = gaussian_log_evidence(Xs, y, a, model.beta_)
     assert model.log_evidence_ == pytest.approx(logev, rel=1e-8, abs=1e-6)
+    if route == "cholesky":  # the search's scores: one per factorisation, the answer the best
+        scores = model.evidence_scores_
+        assert 3 <= len(scores) <= 12 and np.all(np.diff(scores[:, 0]) > 0)
+        k = int(np.argmax(scores[:, 1]))
+        assert scores[k, 0] == model.alpha_ and scores[k, 1] == model.log_evidence_
+    else:
+        assert model.evidence_scores_ is None
 
 
 def test_cholesky_route_agrees_with_eigen_route(noisy_cho, cho_truth):
