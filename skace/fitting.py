@@ -675,14 +675,36 @@ def assemble_block(descriptor, structures, energies, forces, energy_scale, weigh
 
 
 def internal_rows(rows, structures):
-    """The force rows of ``structures`` (``3 N`` per structure, in order) projected on their
-    internal displacements (:func:`~skace.structures.internal_displacements`), ``3 N - r``
-    per structure.
+    """Force rows projected on each structure's internal displacements.
 
-    The features are invariant, so their gradient has no rigid-motion component: the
-    projection keeps ``rows^T rows`` (up to rounding) in about ``6 / (3 N)`` fewer rows, and
-    the Gram matrix costs that much less (a fifth for a 9-atom molecule). Targets and
-    ``|y|^2`` keep their full rows, so the fit and its evidence are unchanged.
+    The features are invariant, so their gradient has no rigid-motion component
+    (:func:`~skace.structures.internal_displacements`): the projection keeps
+    ``rows^T rows`` (up to rounding) in ``r`` fewer rows per structure (6, or 3
+    when periodic), and the Gram matrix costs that much less (a fifth for a
+    9-atom molecule). The fit keeps the full targets, ``X^T y``, ``|y|^2`` and
+    row count, so its solution and evidence are unchanged.
+
+    Parameters
+    ----------
+    rows : ndarray (3 n_atoms, n_features)
+        Force rows of ``structures``, structure by structure, atom by atom, x y z.
+    structures : list of ase.Atoms
+
+    Returns
+    -------
+    ndarray (3 n_atoms - sum r, n_features)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ase.build import molecule
+    >>> from skace import ACETransformer
+    >>> water = [molecule("H2O")]
+    >>> t = ACETransformer(correlation_order=2, max_degree=4).fit(water)
+    >>> rows = t.transform_gradient(water).reshape(9, -1)
+    >>> small = internal_rows(rows, water)
+    >>> small.shape[0], bool(np.allclose(small.T @ small, rows.T @ rows))
+    (3, True)
     """
     out, start = [], 0
     for atoms in structures:

@@ -125,6 +125,15 @@ def internal_displacements(atoms):
     information of the ``3 N`` rows in ``3 N - r`` of them. Rows are ordered
     as ``positions.ravel()`` (atom by atom, x y z).
 
+    Parameters
+    ----------
+    atoms : ase.Atoms
+
+    Returns
+    -------
+    ndarray (3 N, 3 N - r)
+        Orthonormal columns.
+
     Examples
     --------
     >>> from ase.build import molecule

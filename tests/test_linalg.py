@@ -365,3 +365,13 @@ def test_evidence_search_reaches_the_top_of_its_range():
     assert np.log10(a / beta / gs.top) == pytest.approx(-1.0) and not gs.limited
     values = [v for _, (v, _) in sorted(gs._values.items())]
     assert np.all(np.diff(values) > 0)
+
+
+@pytest.mark.parametrize("module", ["skace.blas", "skace.linalg", "skace.structures"])
+def test_docstring_examples(module):
+    """The examples in these modules' docstrings run and give what they show."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
