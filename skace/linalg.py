@@ -510,8 +510,16 @@ class GramSolver:
         return self.G.T, True
 
     def ridge(self, lam):
-        """``(G + lam I)^-1 b`` (with the floor): one factorisation, unless ``lam`` was scored."""
-        if lam not in self._solutions:
+        """``(G + lam I)^-1 b`` (with the floor): one factorisation, unless ``lam`` was scored.
+
+        A ``lam`` within rounding of one scored counts as scored: the evidence search's
+        answer comes back to a caller as ``alpha / beta = (lam beta) / beta``, which can
+        differ from ``lam`` in the last bit, and a miss costs a whole factorisation.
+        """
+        near = [x for x in self._solutions if abs(x - lam) <= 1e-12 * abs(lam)]
+        if near:
+            lam = near[0]
+        else:
             self._solutions[lam] = linalg.cho_solve(self.factor(lam), self.b, check_finite=False)
         return self._solutions[lam].copy()
 

@@ -447,9 +447,18 @@ def test_bayesian_posterior_and_std_match_explicit(noisy_cho, cho_truth, route):
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
-def test_log_evidence_is_gaussian_marginal_likelihood(noisy_cho, route):
+def test_log_evidence_is_gaussian_marginal_likelihood(noisy_cho, route, monkeypatch):
     """``log_evidence_`` is ``log p(y | alpha, beta)`` whichever route computed it, so that
     evidences of different models (descriptors, data) can be compared."""
+    factorised = []
+    factor = skace.linalg.GramSolver.factor
+
+    def counted(self, lam):
+        if lam != self._lam:
+            factorised.append(lam)
+        return factor(self, lam)
+
+    monkeypatch.setattr(skace.linalg.GramSolver, "factor", counted)
     model = ACERegressor(ACETransformer(**KW), e0=dict(E0), solver="bayesian", **ROUTES[route]).fit(noisy_cho)
     X, y = weighted_design(model, noisy_cho)
     Xs = X / model.scale_
@@ -460,6 +469,7 @@ def test_log_evidence_is_gaussian_marginal_likelihood(noisy_cho, route):
     assert model.log_evidence_ == pytest.approx(logev, rel=1e-8, abs=1e-6)
     if route == "cholesky":  # the search's scores: one per factorisation, the answer the best
         scores = model.evidence_scores_
+        assert len(factorised) == len(scores)  # the answer's solution is reused, not refactorised
         assert 3 <= len(scores) <= 12 and np.all(np.diff(scores[:, 0]) > 0)
         k = int(np.argmax(scores[:, 1]))
         assert scores[k, 0] == model.alpha_ and scores[k, 1] == model.log_evidence_
