@@ -48,7 +48,7 @@ def _double(x):
 
 def _fortran(a, name):
     """``(pointer, leading dimension)`` of the column-major transpose of the row-major view ``a``."""
-    if a.dtype != np.float64 or a.ndim != 2 or (a.shape[1] > 1 and a.strides[1] != 8) or a.strides[0] % 8:
+    if a.dtype != np.float64 or a.ndim != 2 or (a.shape[1] > 1 and a.strides[1] != 8) or a.strides[0] < 0 or a.strides[0] % 8:
         raise ValueError(f"{name} must be a 2-D float64 view with unit column stride")
     ld = max(a.strides[0] // 8, a.shape[1], 1)
     return _P(a.ctypes.data), _int(ld)

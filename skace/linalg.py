@@ -80,7 +80,8 @@ def gram_update(G, X, block=GRAM_BLOCK, scale=1.0):
     the diagonal, ``dgemm`` above it), with no product temporary; calls at
     most ``block`` wide sidestep the OpenBLAS crash on wide ``A.T @ A``.
     """
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.dtype != np.float64 or (X.shape[1] > 1 and X.strides[1] != 8):
+        X = np.ascontiguousarray(X, dtype=np.float64)  # BLAS takes any unit-column-stride view
     n = X.shape[1]
     for j0 in range(0, n, block):
         j1 = min(j0 + block, n)
@@ -516,10 +517,8 @@ class GramSolver:
         answer comes back to a caller as ``alpha / beta = (lam beta) / beta``, which can
         differ from ``lam`` in the last bit, and a miss costs a whole factorisation.
         """
-        near = [x for x in self._solutions if abs(x - lam) <= 1e-12 * abs(lam)]
-        if near:
-            lam = near[0]
-        else:
+        lam = next((x for x in self._solutions if abs(x - lam) <= 1e-12 * abs(lam)), lam)
+        if lam not in self._solutions:
             self._solutions[lam] = linalg.cho_solve(self.factor(lam), self.b, check_finite=False)
         return self._solutions[lam].copy()
 

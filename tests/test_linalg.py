@@ -398,3 +398,17 @@ def test_ridge_reuses_a_scored_solution_within_rounding():
         np.testing.assert_array_equal(gs.ridge(near), expected)
     with pytest.raises(AssertionError, match="factorised again"):
         gs.ridge(scored * 1.001)
+
+
+def test_gram_update_of_a_column_slice_in_place():
+    """A column slice (row stride wider than its width) goes to BLAS uncopied, and ``G`` may
+    itself be a block of a larger buffer; only the upper triangle is written."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(30, 50))
+    buffer = np.full((45, 45), 7.0)
+    G = buffer[:40, :40]
+    G[np.triu_indices(40)] = 0.0
+    gram_update(G, X[:, :40], block=16, scale=0.5)
+    expected = 0.5 * X[:, :40].T @ X[:, :40]
+    np.testing.assert_allclose(np.triu(G), np.triu(expected), rtol=1e-13, atol=1e-12)
+    assert np.all(G[np.tril_indices(40, -1)] == 7.0) and np.all(buffer[40:] == 7.0)
