@@ -1,6 +1,11 @@
 """The benchmark scripts' helpers that need no data (the fits themselves run in benchmarks/)."""
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +102,43 @@ def test_time_models_times_a_saved_model_on_its_test_split(rmd17, tmp_path, caps
     assert row["molecule"] == "ethanol" and row["n_features"] == model.n_features_
     assert row["energy_mae_meV"] == pytest.approx(1000 * evaluate(model, test)["energy_mae"], rel=1e-9)
     assert row["predict_us_per_atom"] > 0
+
+
+def _running(pid):
+    """Whether process ``pid`` exists and is not a zombie (Linux ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("pool", ["worker_pool()", "ProcessPoolExecutor(1, get_context('spawn'))"])
+def test_fit_worker_dies_with_the_benchmark(pool):
+    """A benchmark killed mid-fit takes its fitting process with it (a plain spawn pool's
+    worker outlives its parent: the control case, which must survive for the test to mean
+    anything)."""
+    code = "\n".join([
+        "import os, sys, time",
+        "from concurrent.futures import ProcessPoolExecutor",
+        "from multiprocessing import get_context",
+        f"sys.path.insert(0, {str(SCRIPT.parent)!r})",
+        "from rmd17 import worker_pool",
+        f"pool = {pool}",
+        "print(pool.submit(os.getpid).result(), flush=True)",
+        "pool.submit(time.sleep, 60)",
+        "time.sleep(60)",
+    ])
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 3
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert _running(worker) == (pool != "worker_pool()")
+    finally:
+        if _running(worker):
+            os.kill(worker, signal.SIGKILL)
