@@ -91,6 +91,8 @@ def load(path):
         cannot rebuild (a class that no longer exists or is not installed).
     """
     path = Path(path)
+    if not path.exists():  # a missing model, said as such (not as the OS's errno text)
+        raise FileNotFoundError(f"no such model file: {path}")
     with open(path, "rb") as fh:
         magic = fh.read(len(MAGIC))
         if magic != MAGIC:

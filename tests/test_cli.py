@@ -167,7 +167,8 @@ def check_error(capsys, argv, *needles):
 
 
 def test_missing_model_file(capsys, tmp_path):
-    check_error(capsys, ["evaluate", str(tmp_path / "missing.skace"), "sample-test"], "missing.skace")
+    check_error(capsys, ["evaluate", str(tmp_path / "missing.skace"), "sample-test"], "no such model file",
+                "missing.skace")
 
 
 def test_missing_data_file(capsys, tmp_path):

@@ -250,7 +250,7 @@ def test_header_with_wrong_size(saved):
 
 
 def test_missing_file_and_directory(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no such model file: .*missing.skace"):
         skace.load(tmp_path / "missing.skace")
     with pytest.raises((IsADirectoryError, PermissionError, ModelFileError)):
         skace.load(tmp_path)
