@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .linalg import Spectrum, gram_update, symmetrize_upper
-from .structures import as_structure_list, internal_displacements
+from .structures import as_structure_list, internal_components
 
 
 def _stored(atoms, store, key, standard):
@@ -709,7 +709,7 @@ def internal_rows(rows, structures):
     out, start = [], 0
     for atoms in structures:
         stop = start + 3 * len(atoms)
-        out.append(internal_displacements(atoms).T @ rows[start:stop])
+        out.append(internal_components(atoms, rows[start:stop]))
         start = stop
     return np.concatenate(out) if out else rows[:0]
 

@@ -123,7 +123,8 @@ def internal_displacements(atoms):
     no periodic direction the rotations (three, or two for a linear molecule).
     Force rows projected on this basis therefore carry all of the
     information of the ``3 N`` rows in ``3 N - r`` of them. Rows are ordered
-    as ``positions.ravel()`` (atom by atom, x y z).
+    as ``positions.ravel()`` (atom by atom, x y z). :func:`internal_components`
+    applies the basis without forming it.
 
     Parameters
     ----------
@@ -140,14 +141,58 @@ def internal_displacements(atoms):
     >>> internal_displacements(molecule("H2O")).shape, internal_displacements(molecule("CO2")).shape
     ((9, 3), (9, 4))
     """
+    return internal_components(atoms, np.eye(3 * len(atoms))).T
+
+
+def internal_components(atoms, rows):
+    """``Q^T rows`` for the basis ``Q`` of :func:`internal_displacements`, without forming ``Q``.
+
+    ``Q`` is kept as the Householder reflectors of a pivoted QR factorisation of
+    the ``r`` rigid motions (``3 N x 6`` at most), applied by LAPACK's ``dormqr``:
+    the cost is linear in the number of atoms, where an explicit ``3 N x 3 N``
+    basis would cost its square in memory and time (more than the Gram rows it
+    saves, for a periodic cell of a few hundred atoms).
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+    rows : ndarray (3 N, n)
+        Rows ordered as ``positions.ravel()``; not modified.
+
+    Returns
+    -------
+    ndarray (3 N - r, n)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ase.build import molecule
+    >>> rows = np.random.default_rng(0).normal(size=(9, 4))
+    >>> small = internal_components(molecule("H2O"), rows)
+    >>> Q = internal_displacements(molecule("H2O"))
+    >>> small.shape, bool(np.allclose(small, Q.T @ rows))
+    ((3, 4), True)
+    """
+    from scipy import linalg
+    from scipy.linalg import lapack
+
     n = len(atoms)
     motions = [np.tile(np.eye(3)[a], n) for a in range(3)]
     if not atoms.pbc.any():
         r = atoms.positions - atoms.positions.mean(axis=0)
         motions += [np.cross(np.eye(3)[a], r).ravel() for a in range(3)]
-    U, s, _ = np.linalg.svd(np.array(motions).T, full_matrices=True)
-    rank = int(np.sum(s > 1e-8 * s[0]))
-    return U[:, rank:]
+    (h, tau), R, _ = linalg.qr(np.array(motions).T, mode="raw", pivoting=True)
+    diag = np.abs(np.diag(R))
+    rank = int(np.sum(diag > 1e-8 * diag[0]))
+    c = np.asarray(rows, dtype=np.float64).T  # rows^T Q = (Q^T rows)^T, on the Fortran view
+    if c.size == 0:
+        return np.zeros((3 * n - rank, c.shape[0]))
+    h = h[:, :len(tau)]
+    lwork = int(lapack.dormqr("R", "N", h, tau, c, -1)[1][0])
+    cq, _, info = lapack.dormqr("R", "N", h, tau, c, max(lwork, c.shape[0], 1))
+    if info != 0:
+        raise RuntimeError(f"dormqr failed (info {info})")
+    return cq[:, rank:].T
 
 
 def species_indices(structures, elements, name="X"):
