@@ -517,10 +517,14 @@ class GramSolver:
         answer comes back to a caller as ``alpha / beta = (lam beta) / beta``, which can
         differ from ``lam`` in the last bit, and a miss costs a whole factorisation.
         """
-        lam = next((x for x in self._solutions if abs(x - lam) <= 1e-12 * abs(lam)), lam)
+        lam = self.scored(lam)
         if lam not in self._solutions:
             self._solutions[lam] = linalg.cho_solve(self.factor(lam), self.b, check_finite=False)
         return self._solutions[lam].copy()
+
+    def scored(self, lam):
+        """The ``lam`` already solved for within rounding (1e-12 relative) of ``lam``, else ``lam``."""
+        return next((x for x in self._solutions if abs(x - lam) <= 1e-12 * abs(lam)), lam)
 
     def log_evidence_profiled(self, lam):
         """Log evidence at ``alpha / beta = lam`` with the optimal ``beta``; returns (value, beta)."""

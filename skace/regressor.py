@@ -702,7 +702,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                     alpha, beta, self.log_evidence_ = gs.evidence_search()
                     self.alpha_limited_ = gs.limited
                     self.evidence_scores_ = gs.evidence_scores()
-                    lam = alpha / beta
+                    lam = gs.scored(alpha / beta)  # the lam scored, not its rounded round trip
                 self.beta_ = beta
                 self._posterior = ("cholesky", None, FactorOnDemand(gs, lam), beta)
             self.alpha_ = lam
