@@ -57,8 +57,10 @@ class ACECalculator(Calculator):
         super().__init__(**kwargs)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        from .structures import as_structure_list
+
         super().calculate(atoms, properties, system_changes)
-        atoms = self.atoms
+        atoms = as_structure_list(self.atoms, name="atoms")[0]  # NaN positions would reach the kernels
         want_stress = "stress" in properties
         if want_stress and not atoms.pbc.all():
             from ase.calculators.calculator import PropertyNotImplementedError

@@ -83,8 +83,8 @@ def as_structure_list(X, name="X"):
     """
     import os
 
-    if isinstance(X, Atoms):
-        return [X]
+    if isinstance(X, Atoms):  # checked as the list of one it stands for
+        X = [X]
     if isinstance(X, (str, os.PathLike)):
         X = read_database(X)
     if X is None:
@@ -109,7 +109,7 @@ def as_structure_list(X, name="X"):
             periodic = cell[atoms.pbc]
             if np.linalg.matrix_rank(periodic, tol=1e-9) < len(periodic):
                 raise ValueError(
-                    f"{name}[{k}] is periodic along {list(np.array(['x', 'y', 'z'])[atoms.pbc])} "
+                    f"{name}[{k}] is periodic along {', '.join(a for a, p in zip('xyz', atoms.pbc) if p)} "
                     "but its cell vectors there are zero or linearly dependent"
                 )
     return structures

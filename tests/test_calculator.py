@@ -158,6 +158,19 @@ def test_unknown_element(model):
         atoms.get_potential_energy()
 
 
+@pytest.mark.parametrize("name", ["molecule", "periodic"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_positions_are_rejected(model, name, bad):
+    """Not NaN energies, and not the neighbour kernel fed non-finite coordinates (a periodic
+    cell with a NaN position once corrupted the heap and killed the process)."""
+    atoms = systems()[name]
+    atoms.calc = ACECalculator(model)
+    atoms.get_potential_energy()
+    atoms.positions[0, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite positions"):
+        atoms.get_forces()
+
+
 def nve_energies(model, dt_fs, steps, seed=0, temperature=300.0):
     atoms = ethanol(2)
     rng = np.random.default_rng(seed)

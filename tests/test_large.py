@@ -39,6 +39,38 @@ def test_cell_grid_ranges_cover_the_neighbour_list():
         np.testing.assert_array_equal(DD, D[first[lo]:first[hi]])
 
 
+def test_atoms_far_apart_bin_without_overflow():
+    """An open structure spanning 1e30 Å: its bin count would overflow int64 uncapped
+    (once: "negative dimensions"); the far atom has no neighbours, the others theirs."""
+    a = alloy((2, 2, 2), 1)
+    a.pbc = False
+    first, j, D, _ = neighbour_list(a.positions, a.cell.array, a.pbc, 4.5)
+    far = a.positions.copy()
+    far[0] = [1e30, -1e30, 1e30]
+    f, jj, _, _ = neighbour_list(far, a.cell.array, a.pbc, 4.5)
+    assert f[1] == 0 and not np.any(jj == 0)
+    keep = j != 0
+    np.testing.assert_array_equal(jj, j[keep & (np.repeat(np.arange(len(a)), np.diff(first)) != 0)])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("pbc", [True, False])
+def test_non_finite_positions_never_reach_the_kernels(bad, pbc):
+    """The neighbour kernels refuse them themselves (binning a NaN wrote outside its arrays)."""
+    a = alloy((2, 2, 2), 2)
+    a.pbc = pbc
+    a.positions[3, 1] = bad
+    with pytest.raises(ValueError, match="atom 3 has a NaN or infinite position"):
+        neighbour_list(a.positions, a.cell.array, a.pbc, 4.5)
+
+
+def test_atom_too_far_from_its_cell_to_wrap():
+    a = alloy((2, 2, 2), 3)
+    a.positions[0, 2] = 1e30
+    with pytest.raises(ValueError, match="too far to wrap"):
+        neighbour_list(a.positions, a.cell.array, a.pbc, 4.5)
+
+
 def test_chunked_path_matches_batched(model, monkeypatch):
     big = alloy((4, 3, 3), 1)  # 576 atoms
     slab = alloy((3, 3, 2), 2)

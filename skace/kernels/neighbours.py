@@ -46,9 +46,10 @@ def _bin_points(points, cutoff, max_bins):
     for d in range(3):
         lo[d] = points[:, d].min()
         extent = points[:, d].max() - lo[d]
-        n_bins[d] = max(1, int(extent / cutoff))
+        # capped before the cast: atoms far apart would overflow int64 (and their product too)
+        n_bins[d] = max(1, int(min(extent / cutoff, float(max_bins))))
     # coarsen the grid if it would hold far more bins than points
-    while n_bins[0] * n_bins[1] * n_bins[2] > max_bins:
+    while float(n_bins[0]) * float(n_bins[1]) * float(n_bins[2]) > max_bins:
         for d in range(3):
             n_bins[d] = max(1, n_bins[d] // 2)
     for d in range(3):
@@ -123,6 +124,20 @@ def _scan(points, origin, lo, hi, cutoff, n_bins, bin_of, start, order, fill_mod
 #: Largest number of periodic images (ghost atoms) a neighbour list may create.
 MAX_IMAGES = 5e7
 
+#: Farthest an atom of a periodic cell may lie from it, in cell lengths: wrapping it back
+#: keeps about ``1e-16 * MAX_CELL_LENGTHS`` of a cell length of precision (1e-6 here).
+MAX_CELL_LENGTHS = 1e10
+
+
+def _finite(positions):
+    """``positions`` as contiguous float64, refused if any is NaN or infinite: the kernels
+    would bin them nowhere (and write outside their arrays)."""
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    if not np.all(np.isfinite(positions)):
+        bad = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
+        raise ValueError(f"atom {bad} has a NaN or infinite position")
+    return positions
+
 
 class CellGrid:
     """Wrapped atoms, their periodic images and a bin grid, for neighbour lists of atom ranges.
@@ -141,7 +156,7 @@ class CellGrid:
     def __init__(self, positions, cell, pbc, cutoff):
         from ase.geometry import complete_cell
 
-        positions = np.ascontiguousarray(positions, dtype=np.float64)
+        positions = _finite(positions)
         N = positions.shape[0]
         pbc = np.asarray(pbc, dtype=bool)
         self.n_atoms = N
@@ -150,6 +165,9 @@ class CellGrid:
             cell = complete_cell(np.asarray(cell, dtype=np.float64))
             inv = np.linalg.inv(cell)
             frac = positions @ inv
+            if N and np.abs(frac[:, pbc]).max() > MAX_CELL_LENGTHS:
+                raise ValueError(f"an atom lies {np.abs(frac[:, pbc]).max():.3g} cell lengths from the cell, too far "
+                                 "to wrap into it in double precision; check the positions' units")
             shift = np.where(pbc, np.floor(frac), 0.0)  # wrap into the cell along periodic axes
             frac = np.where(pbc, frac - shift, 0.5)  # non-periodic axes: never clipped, never imaged
             spacing = 1.0 / np.linalg.norm(inv, axis=0)  # distance between lattice planes
@@ -254,7 +272,7 @@ def molecules_neighbour_list(positions, structure_start, cutoff):
     Same outputs as :func:`neighbour_list`; cost is the sum of squared
     structure sizes, so use it for molecules, not for large clusters.
     """
-    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    positions = _finite(positions)
     N = positions.shape[0]
     atom_structure = np.repeat(np.arange(len(structure_start) - 1), np.diff(structure_start))
     first = np.zeros(N + 1, dtype=np.int64)
