@@ -5,7 +5,9 @@ line on stderr and exit status 2, never a traceback.
 """
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -30,13 +32,19 @@ def read_structures(spec, energy_key="energy", forces_key="forces", limit=None):
         structures = load_rmd17(molecule, split, n=n)
     else:
         import ase.io
+        from ase.io.formats import UnknownFileTypeError, filetype
 
+        if not os.path.exists(spec):
+            raise FileNotFoundError(f"no such data file: {spec}")
+        try:
+            fmt = filetype(spec)
+        except UnknownFileTypeError:
+            raise ValueError(f"cannot read {spec}: not a structure file format ASE recognises "
+                             "(extxyz, for example)") from None
         try:
             structures = ase.io.read(spec, index=":")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no such data file: {spec}") from None
         except Exception as err:  # ase raises many types for unreadable files
-            raise ValueError(f"cannot read {spec}: {err}") from None
+            raise ValueError(f"cannot read {spec} (as ASE's format {fmt!r}): {err}") from None
         if not isinstance(structures, list):
             structures = [structures]
     if limit is not None:
@@ -49,6 +57,51 @@ def _non_negative(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def output_path(path, option, *inputs):
+    """``path``, checked before any work is done: a file name (not a folder) in an existing
+    folder, and none of the command's input files (an output there would destroy it)."""
+    if not path:
+        return None
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path} is a folder; give a file name")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"{option} {path}: {folder} is {'a file' if os.path.exists(folder) else 'missing'}, "
+                         "not a folder")
+    for source in inputs:
+        if source and os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path):
+            raise ValueError(f"{option} {path} is also an input; writing there would destroy it")
+    # a file named as skace.save names its temporary one: the name's length and the folder's
+    # permissions fail now, not after the work
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{option} {path}: cannot write there ({err.strerror})") from None
+    return path
 
 
 def _degree(text):
@@ -67,26 +120,32 @@ def _center_degree(text):
 
 
 def _error_table(rows):
-    head = f"{'set':<6}{'n':>6}{'E MAE':>10}{'E RMSE':>10}{'F MAE':>10}{'F RMSE':>10}"
-    lines = [head, f"{'':<6}{'':>6}{'meV':>10}{'meV':>10}{'meV/Å':>10}{'meV/Å':>10}"]
-    for name, n, r in rows:
-        f = [1000 * r.get(k, np.nan) for k in ("energy_mae", "energy_rmse", "force_mae", "force_rmse")]
-        lines.append(f"{name:<6}{n:>6}" + "".join(f"{v:>10.2f}" for v in f))
+    cells = [[f"{1000 * r.get(k, np.nan):.2f}" for k in ("energy_mae", "energy_rmse", "force_mae", "force_rmse")]
+             for _, _, r in rows]
+    w = max([10] + [len(c) + 2 for row in cells for c in row])  # columns stay apart for any error
+    lines = [f"{'set':<6}{'n':>6}" + "".join(f"{h:>{w}}" for h in ("E MAE", "E RMSE", "F MAE", "F RMSE")),
+             f"{'':<6}{'':>6}" + "".join(f"{u:>{w}}" for u in ("meV", "meV", "meV/Å", "meV/Å"))]
+    for (name, n, _), row in zip(rows, cells):
+        lines.append(f"{name:<6}{n:>6}" + "".join(f"{c:>{w}}" for c in row))
     return "\n".join(lines)
 
 
 def _degree_params(args, structures):
     """``max_degree`` and ``center_max_degree`` for ``ACETransformer``: the options, or the
     default degrees for the data's elements (one per correlation order) where not given."""
-    center = dict(args.center_max_degree) if args.center_max_degree else None
-    if args.max_degree is not None:
-        return dict(max_degree=args.max_degree, center_max_degree=center)
     from . import ACETransformer
     from .regressor import default_budget, default_degrees
 
+    center = dict(args.center_max_degree) if args.center_max_degree else None
+    elements = ACETransformer()._elements_of(structures)
+    absent = sorted(set(center or ()) - set(elements))
+    if absent:
+        raise ValueError(f"--center-max-degree names {', '.join(absent)}, not in the data (elements "
+                         f"{', '.join(elements)})")
+    if args.max_degree is not None:
+        return dict(max_degree=args.max_degree, center_max_degree=center)
     nu = args.correlation_order
     fit = lambda ladder: (list(ladder) + list(ladder[-1:]) * nu)[:nu]  # noqa: E731
-    elements = ACETransformer()._elements_of(structures)
     if args.max_features is None:  # as ACERegressor's default: a larger basis for few data
         from .fitting import fitting_rows, read_stress
 
@@ -100,16 +159,35 @@ def _degree_params(args, structures):
     return dict(max_degree=fit(default["max_degree"]), center_max_degree=merged or None)
 
 
+def check_test_data(test, train, energy_key, forces_key):
+    """Fail before the fit, not after it, where the test data cannot be evaluated: unusable
+    structures, elements the training data lack, or no energies."""
+    from .fitting import read_targets
+    from .structures import as_structure_list
+
+    as_structure_list(test, name="test data")
+    known = {s for atoms in train for s in atoms.get_chemical_symbols()}
+    for k, atoms in enumerate(test):
+        unknown = sorted(set(atoms.get_chemical_symbols()) - known)
+        if unknown:
+            raise ValueError(f"test data[{k}] has element {unknown[0]!r}, which the training data lack "
+                             f"(they have {', '.join(sorted(known))})")
+    read_targets(test, energy_key, forces_key, need_forces=False, name="test data")
+
+
 def cmd_fit(args):
     from . import ACERegressor, ACETransformer, save
     from .baselines import PairRepulsion
     from .metrics import evaluate
+    from .structures import as_structure_list
 
     data = args.data or "sample"
+    output_path(args.output, "-o", data, args.test)
     train = read_structures(data, args.energy_key, args.forces_key, args.n_train)
     test = None
     if args.test or data in ("sample", "sample-train"):
         test = read_structures(args.test or "sample-test", args.energy_key, args.forces_key)
+        check_test_data(test, as_structure_list(train, name="training data"), args.energy_key, args.forces_key)
     descriptor = ACETransformer(
         cutoff=args.cutoff, correlation_order=args.correlation_order, **_degree_params(args, train),
         radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads,
@@ -142,11 +220,18 @@ def cmd_fit(args):
     return 0
 
 
+def _with_keys(model, args):
+    """``model`` reading targets under ``--energy-key`` / ``--forces-key`` where given (the keys
+    it was fitted with otherwise); the file on disk is not changed."""
+    keys = {k: v for k, v in (("energy_key", args.energy_key), ("forces_key", args.forces_key)) if v}
+    return model.set_params(**keys) if keys else model
+
+
 def cmd_evaluate(args):
     from .io import load_potential
     from .metrics import evaluate
 
-    model = load_potential(args.model)
+    model = _with_keys(load_potential(args.model), args)
     data = read_structures(args.data, model.energy_key, model.forces_key)
     print(_error_table([(("data"), len(data), evaluate(model, data))]))
     return 0
@@ -182,18 +267,22 @@ def cmd_md(args):
 
     from .calculator import ACECalculator
 
+    trajectory = output_path(args.trajectory, "--trajectory", args.model, args.structure)
     try:
         calc = ACECalculator(args.model, device=args.device)
     except RuntimeError as err:  # --device cuda where no GPU is usable: a usage error like the others
         raise ValueError(str(err)) from None
-    atoms = read_structures(args.structure)[args.index]
+    structures = read_structures(args.structure)
+    if not -len(structures) <= args.index < len(structures):
+        raise ValueError(f"--index {args.index}: {args.structure} holds {len(structures)} structure(s)")
+    atoms = structures[args.index]
     atoms.calc = calc
     thermalize_momenta(atoms, temperature_K=args.temperature, rng=np.random.default_rng(args.seed))
     if args.thermostat == "langevin":
         dyn = Langevin(atoms, args.timestep * units.fs, temperature_K=args.temperature, friction=0.01,
-                       fixcm=False, rng=np.random.default_rng(args.seed), trajectory=args.trajectory)
+                       fixcm=False, rng=np.random.default_rng(args.seed), trajectory=trajectory)
     else:
-        dyn = VelocityVerlet(atoms, args.timestep * units.fs, trajectory=args.trajectory)
+        dyn = VelocityVerlet(atoms, args.timestep * units.fs, trajectory=trajectory)
     e_start = atoms.get_total_energy()
     t0 = time.perf_counter()
     dyn.run(args.steps)
@@ -202,8 +291,8 @@ def cmd_md(args):
     rate = f" ({1e6 * elapsed / args.steps / len(atoms):.1f} µs/atom/step)" if args.steps else ""
     print(f"{args.steps} steps of {args.timestep} fs ({args.thermostat}) in {elapsed:.1f} s{rate}")
     print(f"total energy {e_start:.6f} -> {e_end:.6f} eV (drift {1000 * (e_end - e_start):.3f} meV)")
-    if args.trajectory:
-        print(f"trajectory written to {args.trajectory}")
+    if trajectory:
+        print(f"trajectory written to {trajectory}")
     return 0
 
 
@@ -213,7 +302,8 @@ def cmd_sparsify(args):
     from .metrics import evaluate
     from .sparsify import ACESparsifier, time_energy_forces
 
-    model = load_potential(args.model)
+    output_path(args.output, "-o", args.model, args.data, args.test)
+    model = _with_keys(load_potential(args.model), args)
     train = read_structures(args.data, model.energy_key, model.forces_key, args.n_train)
     test = read_structures(args.test, model.energy_key, model.forces_key) if args.test else None
     model.set_params(verbose=not args.quiet)
@@ -242,7 +332,10 @@ def cmd_explain(args):
     from .explain import GROUP_BY, explain_energy, group_explanation, save_plot
     from .io import load_potential
 
-    model = load_potential(args.model)
+    if args.plot and not os.path.splitext(args.plot)[1]:
+        args.plot += ".png"  # matplotlib would add it anyway; say where the plot really is
+    output_path(args.plot, "--plot", args.model, args.data)
+    model = _with_keys(load_potential(args.model), args)
     data = read_structures(args.data, model.energy_key, model.forces_key, args.n)
     if args.by not in GROUP_BY + ("feature",):
         raise ValueError(f"unknown --by {args.by!r}; choose one of {['feature', *GROUP_BY]}")
@@ -267,6 +360,7 @@ def cmd_export(args):
 
     if args.spline_step <= 0:
         raise ValueError(f"--spline-step must be positive, got {args.spline_step}")
+    output_path(args.output, "-o", args.model)
     model = load_potential(args.model)
     info = model.export_yace(args.output, degree=args.degree, spline_step=args.spline_step)
     r = info.radial
@@ -277,13 +371,6 @@ def cmd_export(args):
           f"derivative {r.max_abs_derivative_error:.2g}")
     print(f"LAMMPS: pair_style pace / pair_coeff * * {info.path} {' '.join(model.descriptor_.elements_)}")
     return 0
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def build_parser():
@@ -313,13 +400,17 @@ def build_parser():
                        help=f"weight of l in a factor's degree (default {D['l_weight']})")
         p.add_argument("--radial-basis", default=D["radial_basis"],
                        choices=["agnesi", "bessel", "gaussian", "chebexp"])
-        p.add_argument("--threads", type=int, default=None, help="numba threads (default: all)")
+        p.add_argument("--threads", type=_positive_int, default=None, help="numba threads (default: all)")
+
+    def key_options(p):
+        p.add_argument("--energy-key", help="the data's energy key (default: the model's, from its fit)")
+        p.add_argument("--forces-key", help="the data's forces key (default: the model's, from its fit)")
 
     p = sub.add_parser("fit", help="fit a model", epilog=EPILOG)
     p.add_argument("data", nargs="?", help="training data (default: the bundled sample)")
     p.add_argument("--test", help="test data, evaluated after the fit")
     p.add_argument("-o", "--output", help="write the model here (read by skace.load and ACECalculator)")
-    p.add_argument("--n-train", type=int, help="use only the first N training structures")
+    p.add_argument("--n-train", type=_non_negative, help="use only the first N training structures")
     basis_options(p)
     p.add_argument("--solver", default="bayesian", choices=["bayesian", "ridge", "gcv", "ard", "cv"],
                    help="how alpha is chosen: Bayesian evidence (default), fixed (ridge), generalised CV, "
@@ -340,6 +431,7 @@ def build_parser():
     p = sub.add_parser("evaluate", help="errors of a saved model on data", epilog=EPILOG)
     p.add_argument("model")
     p.add_argument("data")
+    key_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("features", help="compute ACE features of data and summarise them", epilog=EPILOG)
@@ -352,11 +444,13 @@ def build_parser():
     p.add_argument("structure", help="starting structure (DATA; the first one unless --index)")
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--steps", type=_non_negative, default=200)
-    p.add_argument("--timestep", type=float, default=0.5, help="fs (default 0.5)")
-    p.add_argument("--temperature", type=float, default=300.0, help="K, initial velocities and Langevin")
+    p.add_argument("--timestep", type=_positive_float, default=0.5, help="fs (default 0.5)")
+    p.add_argument("--temperature", type=_non_negative_float, default=300.0,
+                   help="K, initial velocities and Langevin")
     p.add_argument("--thermostat", default="nve", choices=["nve", "langevin"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trajectory", default="md.traj", help="output trajectory (default md.traj)")
+    p.add_argument("--trajectory", default="md.traj",
+                   help="output trajectory (default md.traj, replaced if it exists; '' for none)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where forces are computed (default: the model's)")
     p.set_defaults(func=cmd_md)
 
@@ -364,25 +458,27 @@ def build_parser():
     p.add_argument("model", help="a saved model; its settings are refitted on DATA")
     p.add_argument("data", help="training data")
     p.add_argument("--test", help="data on which the full and sparse models are compared (default: DATA)")
-    p.add_argument("--n-train", type=int, help="use only the first N training structures")
-    p.add_argument("-n", "--n-features", type=int, default=200, help="functions to keep (default 200)")
+    p.add_argument("--n-train", type=_non_negative, help="use only the first N training structures")
+    p.add_argument("-n", "--n-features", type=_positive_int, default=200, help="functions to keep (default 200)")
     p.add_argument("--method", default="cost", choices=["omp", "cost", "lasso", "ard", "shap"],
                    help="selection method (default cost: OMP that weighs evaluation cost)")
     p.add_argument("--cost-weight", type=float, default=1.0, help="cost penalty for --method cost")
     p.add_argument("-o", "--output", help="write the sparse model here")
+    key_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sparsify)
 
     p = sub.add_parser("explain", help="SHAP importance of the basis functions of a saved model", epilog=EPILOG)
     p.add_argument("model")
     p.add_argument("data", help="structures to explain (their mean prediction is the base value)")
-    p.add_argument("-n", type=int, help="use only the first N structures")
+    p.add_argument("-n", type=_non_negative, help="use only the first N structures")
     p.add_argument("--by", default="body_order",
                    help="group features by body_order, correlation_order, degree, center, neighbours, l_max, "
                         "or 'feature' for none (default body_order)")
-    p.add_argument("--top", type=int, default=10, help="rows to print and plot (default 10)")
+    p.add_argument("--top", type=_positive_int, default=10, help="rows to print and plot (default 10)")
     p.add_argument("--plot", help="save a SHAP plot here (PNG)")
     p.add_argument("--kind", default="bar", choices=["bar", "beeswarm"])
+    key_options(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("export", help="write a saved model as an ML-PACE .yace potential (LAMMPS pair_style pace)")
@@ -402,8 +498,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError,
-            ModelFileError, KeyError, IndexError) as err:
+    except (ValueError, TypeError, OSError, ModelFileError, KeyError, IndexError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"skace {args.command}: error: {message}", file=sys.stderr)
         return 2

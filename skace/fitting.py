@@ -150,12 +150,15 @@ class LinearSystem:
     n_atoms: np.ndarray = None  # atoms per structure (groups the force rows by structure), or None
     holdout: "LinearSystem" = None  # structures kept out of the Gram matrix, as rows, to choose alpha
 
-    def row_groups(self, stress_weight=0.0):
-        """Structure index of each row of the design (energy rows, then force rows), for
-        leave-one-structure-out validation; None when unknown or with virial rows."""
+    def row_groups(self, force_weight=1.0, stress_weight=0.0):
+        """Structure index of each row of the weighted design (energy rows, then force rows if
+        ``force_weight`` keeps them), for leave-one-structure-out validation; None when unknown
+        or with virial rows."""
         if self.n_atoms is None or (stress_weight > 0 and self.mS):
             return None
         index = np.arange(len(self.n_atoms))
+        if not (force_weight > 0 and self.mF):  # energy rows only: one per structure
+            return index
         return np.concatenate([index, np.repeat(index, 3 * self.n_atoms)])
 
     def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False, stress_weight=0.0,
@@ -191,7 +194,7 @@ class LinearSystem:
                 self.XF = None
             scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
             X /= scale
-            groups = self.row_groups(stress_weight) if force_weight > 0 and self.mF else None
+            groups = self.row_groups(force_weight, stress_weight)
             if groups is not None and X.shape[0] * min(X.shape) * 8 > CV_MAX_BYTES:
                 groups = None  # the left singular vectors would be too large to keep
             return Spectrum.from_design(X, y, groups, overwrite=True, cv=cv), scale
@@ -729,12 +732,13 @@ def _assemble_block(descriptor, structures, energies, forces, energy_scale, weig
         s_row[s_index] = np.arange(len(s_index))
         yS = (s_virial * energy_scale[s_index, None]).ravel()
     if forces is None:
+        sizes = np.array([len(a) for a in structures])  # one energy row each: the CV groups
         if not has_stress:
-            return LinearSystem(XE, yE, None, None, None, None, 0.0, 0, nf)
+            return LinearSystem(XE, yE, None, None, None, None, 0.0, 0, nf, n_atoms=sizes)
         W = descriptor.transform_virial([structures[k] for k in s_index])
         XS = (W * energy_scale[s_index, None, None]).reshape(-1, nf)
         return LinearSystem(XE, yE, None, None, None, None, 0.0, 0, nf, XS=XS, yS=yS, yyS=float(yS @ yS),
-                            mS=len(yS))
+                            mS=len(yS), n_atoms=sizes)
     n_atoms = len(forces)
     atom_weight = np.repeat(weights, [len(a) for a in structures])
     XF = np.empty((3 * n_atoms, nf)) if use_design else None

@@ -1,6 +1,7 @@
 """``ACERegressor``: a linear ACE potential fitted to energies and forces."""
 
 import functools
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -733,6 +734,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             L, null_var = spec.posterior_factor(alpha * beta, beta)
             self._posterior = ("bayesian", None, L, (spec.V, null_var))
         else:  # bayesian (and "cv" without structure groups: virial rows, or too large to keep U)
+            if with_cv:
+                warnings.warn("solver='cv' chose alpha by the Bayesian evidence instead: the leave-one-"
+                              "structure-out error is not available with virial rows, or where the design's "
+                              "left singular vectors exceed skace.fitting.CV_MAX_BYTES", UserWarning, stacklevel=3)
             a, beta, log_ev = spec.evidence_ridge()
             alpha = a / beta
             self.beta_ = beta

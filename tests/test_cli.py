@@ -254,6 +254,105 @@ def test_bad_option_exits_2(capsys):
     assert exit_info.value.code == 2
 
 
+def write_sample(path, n=3, split="test", **info):
+    """The sample's first ``n`` structures as extxyz, targets under the info keys given
+    (``energy="E_dft"`` stores the energy as ``info["E_dft"]``), or as ase writes them."""
+    frames = []
+    for a in load_sample(split, n=n):
+        b = Atoms(a.numbers, a.positions)
+        if info:
+            b.info[info["energy"]] = a.info["energy"]
+            b.arrays[info["forces"]] = a.arrays["forces"].copy()
+        else:
+            b.calc = SinglePointCalculator(b, energy=a.info["energy"], forces=a.arrays["forces"])
+        frames.append(b)
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def test_outputs_are_checked_before_the_work(fitted, capsys, tmp_path):
+    """A bad output path fails at once (not after a fit of half an hour), and no output
+    replaces an input: the files are byte for byte what they were."""
+    model = fitted[0]
+    data = write_sample(tmp_path / "data.xyz")
+    before = {p: p.read_bytes() for p in (model, data)}
+    (tmp_path / "folder").mkdir()
+    for argv, needle in (
+        (["fit", str(data), *FIT, "-o", str(tmp_path / "missing" / "m.skace")], "missing"),
+        (["fit", str(data), *FIT, "-o", str(data / "m.skace")], "not a folder"),
+        (["fit", str(data), *FIT, "-o", str(tmp_path / "folder")], "is a folder"),
+        (["fit", str(data), *FIT, "-o", str(data)], "is also an input"),
+        (["fit", str(data), *FIT, "-o", str(tmp_path / ("x" * 300))], "cannot write there"),
+        (["md", str(model), str(data), "--steps", "2", "--trajectory", str(model)], "is also an input"),
+        (["md", str(model), str(data), "--steps", "2", "--trajectory", str(data)], "is also an input"),
+        (["export", str(model), "-o", str(model)], "is also an input"),
+        (["sparsify", str(model), str(data), "-o", str(data), "-q"], "is also an input"),
+        (["explain", str(model), str(data), "--plot", str(model)], "is also an input"),
+    ):
+        check_error(capsys, argv, needle)
+    assert {p: p.read_bytes() for p in (model, data)} == before
+
+
+def test_test_data_is_checked_before_the_fit(capsys, tmp_path):
+    atoms = load_sample("test", n=1)[0]
+    atoms[0].symbol = "N"
+    atoms.info["energy"] = 0.0
+    ase.io.write(tmp_path / "n.xyz", atoms, format="extxyz")
+    line = check_error(capsys, ["fit", "sample", *FIT, "--test", str(tmp_path / "n.xyz")], "'N'",
+                       "the training data lack")
+    assert "fitting" not in capsys.readouterr().out, line
+    ase.io.write(tmp_path / "bare.xyz", Atoms(atoms.numbers[1:], atoms.positions[1:]), format="extxyz")
+    check_error(capsys, ["fit", "sample", *FIT, "--test", str(tmp_path / "bare.xyz")], "missing energy")
+
+
+def test_data_keys_of_evaluate_sparsify_and_explain(fitted, capsys, tmp_path):
+    """Data whose targets sit under other keys than the model was fitted with."""
+    data = write_sample(tmp_path / "dft.xyz", n=5, energy="E_dft", forces="F_dft")
+    check_error(capsys, ["evaluate", str(fitted[0]), str(data)], "missing energy")
+    assert main(["evaluate", str(fitted[0]), str(data), "--energy-key", "E_dft", "--forces-key", "F_dft"]) == 0
+    plain = table_rows(capsys.readouterr().out)["data"]
+    assert main(["evaluate", str(fitted[0]), str(write_sample(tmp_path / "plain.xyz", n=5))]) == 0
+    assert table_rows(capsys.readouterr().out)["data"] == plain
+    assert main(["explain", str(fitted[0]), str(data), "--energy-key", "E_dft", "--top", "2"]) == 0
+
+
+def test_md_options(fitted, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["md", str(fitted[0]), "sample-test", "--steps", "2", "--trajectory", ""]) == 0
+    assert "trajectory" not in capsys.readouterr().out and not list(tmp_path.iterdir())
+    for option, value in (("--temperature", "-5"), ("--timestep", "0"), ("--threads", "0")):
+        argv = ["md", str(fitted[0]), "sample-test", "--steps", "2", option, value]
+        if option == "--threads":
+            argv = ["fit", "sample", *FIT, option, value]
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and option in capsys.readouterr().err
+    check_error(capsys, ["md", str(fitted[0]), "sample-test", "--index", "-300"], "holds 250 structure(s)")
+    atoms = load_sample("test", n=1)[0]
+    atoms.positions[2, 1] = np.nan
+    ase.io.write(tmp_path / "nan.xyz", atoms, format="extxyz")
+    check_error(capsys, ["md", str(fitted[0]), str(tmp_path / "nan.xyz"), "--steps", "1"], "NaN")
+
+
+def test_center_degree_of_an_absent_element(capsys):
+    check_error(capsys, ["fit", "sample", *FIT, "--center-max-degree", "N=4"], "N", "not in the data")
+
+
+def test_explain_names_the_plot_it_wrote(fitted, capsys, tmp_path):
+    assert main(["explain", str(fitted[0]), "sample-test", "-n", "5", "--plot", str(tmp_path / "shap")]) == 0
+    assert f"plot written to {tmp_path / 'shap.png'}" in capsys.readouterr().out
+    assert (tmp_path / "shap.png").stat().st_size > 0
+
+
+def test_error_table_columns_stay_apart():
+    from skace.cli import _error_table
+
+    huge = dict(energy_mae=310265.78963, energy_rmse=310265.79011, force_mae=1.5, force_rmse=2.5)
+    rows = table_rows(_error_table([("test", 7, huge), ("train", 12, dict(energy_mae=1e-3))]))
+    assert rows["test"] == (7, 310265789.63, 310265790.11, 1500.0, 2500.0)
+    assert rows["train"][:2] == (12, 1.0) and np.isnan(rows["train"][2])
+
+
 def test_sparsify_writes_smaller_model_that_predicts(fitted, tmp_path, capsys):
     path = fitted[0]
     out_path = tmp_path / "sparse.skace"

@@ -1365,3 +1365,24 @@ def test_cv_solver_design_route_takes_the_leave_one_structure_out_minimum(noisy_
         r = X[out] @ d - y[out]
         total += r @ r
     assert total / len(y) == pytest.approx(scores[np.argmin(scores[:, 1]), 1], rel=1e-6)
+
+
+def test_cv_solver_energy_only_leaves_one_structure_out(noisy_cho):
+    """``solver="cv"`` without force rows (``force_weight=0``): each energy row is its own
+    structure, and alpha is the leave-one-out minimum (this once fell back to the evidence
+    silently, with no ``cv_scores_``)."""
+    model = ACERegressor(ACETransformer(**KW), e0=dict(E0), solver="cv", force_weight=0.0,
+                         design_limit=BIG).fit(noisy_cho)
+    scores = model.cv_scores_
+    assert scores is not None
+    assert model.alpha_ == pytest.approx(scores[np.argmin(scores[:, 1]), 0], rel=1e-12)
+    X, y = weighted_design(model, noisy_cho)
+    X, y = X[:len(noisy_cho)] / model.scale_, y[:len(noisy_cho)]  # the energy rows
+    total = 0.0
+    for k in range(len(noisy_cho)):
+        keep = np.arange(len(y)) != k
+        d = np.linalg.solve(X[keep].T @ X[keep] + model.alpha_ * np.eye(X.shape[1]), X[keep].T @ y[keep])
+        total += (X[k] @ d - y[k]) ** 2
+    assert total / len(y) == pytest.approx(scores[np.argmin(scores[:, 1]), 1], rel=1e-6)
+    evidence = ACERegressor(ACETransformer(**KW), e0=dict(E0), force_weight=0.0, design_limit=BIG).fit(noisy_cho)
+    assert evidence.cv_scores_ is None

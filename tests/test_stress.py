@@ -196,3 +196,14 @@ def test_cv_solver_holds_out_whole_structures_with_their_stress():
     blocks = ACERegressor(**kw, n_blocks=3).fit(train)
     assert blocks.alpha_ == pytest.approx(model.alpha_, rel=1e-9)
     np.testing.assert_allclose(blocks.predict_stress(train), S, rtol=0, atol=1e-5 * np.abs(S).max())
+
+
+def test_cv_solver_says_when_it_falls_back_to_the_evidence():
+    """On the design route, virial rows have no leave-one-structure-out curve: "cv" then
+    takes the evidence's alpha, and says so."""
+    train, coef, e0, S = linear_truth(5)
+    kw = dict(descriptor=ACETransformer(**KW), prior="none", e0=e0, stress_weight=10.0, cache=False)
+    with pytest.warns(UserWarning, match="solver='cv' chose alpha by the Bayesian evidence"):
+        model = ACERegressor(solver="cv", **kw).fit(train)
+    assert model.cv_scores_ is None
+    assert model.alpha_ == pytest.approx(ACERegressor(**kw).fit(train).alpha_, rel=1e-12)

@@ -6,6 +6,7 @@ eV/Å and attached to each ``ase.Atoms`` as ``atoms.info["energy"]`` and
 default.
 """
 
+import operator
 import os
 from importlib import resources
 from pathlib import Path
@@ -39,6 +40,19 @@ def _structures(numbers, coords, energies, forces, indices=None):
             atoms.info["rmd17_index"] = int(indices[k])
         out.append(atoms)
     return out
+
+
+def _first(n):
+    """The slice of the first ``n`` configurations (all for None)."""
+    if n is None:
+        return slice(None)
+    try:
+        k = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be a whole number of configurations, got {n!r}") from None
+    if k < 0:
+        raise ValueError(f"n must be >= 0 (the first n configurations), got {k}")
+    return slice(0, k)
 
 
 def _default_rmd17_dirs():
@@ -100,7 +114,7 @@ def load_rmd17(molecule, split="train", n=None, path=None):
     (10, 9)
     """
     with np.load(rmd17_path(molecule, split, path)) as d:
-        sl = slice(None) if n is None else slice(0, int(n))
+        sl = _first(n)
         return _structures(d["nuclear_charges"], d["coords"][sl], d["energies"][sl], d["forces"][sl],
                            d["old_indices"][sl] if "old_indices" in d else None)
 
@@ -133,6 +147,6 @@ def load_sample(split="train", n=None):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     with resources.files(__package__).joinpath("data/ethanol_sample.npz").open("rb") as fh:
         with np.load(fh) as d:
-            sl = slice(None) if n is None else slice(0, int(n))
+            sl = _first(n)
             return _structures(d["nuclear_charges"], d[f"{split}_coords"][sl], d[f"{split}_energies"][sl],
                                d[f"{split}_forces"][sl], d[f"{split}_old_indices"][sl])
