@@ -37,6 +37,16 @@ def test_rmd17_reader_converts_units(tmp_path):
     assert len(data) == 2
     np.testing.assert_allclose(data[1].info["energy"], -2.0 * kcal / mol)
     np.testing.assert_allclose(data[0].arrays["forces"], kcal / mol)
+    # a negative n once dropped the last configurations instead (Python's slice)
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        load_rmd17("benzene", path=tmp_path, n=-1)
+
+
+@pytest.mark.parametrize("n, error", [(-1, ValueError), (2.5, TypeError), ("3", TypeError)])
+def test_sample_size_must_be_a_count(n, error):
+    with pytest.raises(error, match="n must be"):
+        load_sample(n=n)
+    assert len(load_sample(n=np.int64(4))) == 4 and load_sample(n=0) == []
 
 
 @pytest.mark.slow
