@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .kernels import ace as _k
+from .maths import basis as _basis
 from .maths.basis import ACEBasis, jacobian_plan
 from .maths.radial import FAMILIES, family_code, pair_parameters
 from .structures import as_structure_list, build_batch
@@ -320,6 +321,15 @@ class ACETransformer(TransformerMixin, BaseEstimator):
             self._jacobian_plan_cache = plan
         return plan[1]
 
+    def _gradient_route(self):
+        """``(forward, plan)`` for the gradient kernel: forward mode through the product tree
+        or the Jacobian route (:func:`~skace.maths.basis.gradient_route`), with the Jacobian's
+        sparsity (empty arrays for forward mode)."""
+        plan = self._jacobian_plan()
+        if _basis.gradient_route(self.compiled_, plan):
+            return True, (np.zeros((0, 4), plan.factors.dtype), np.zeros(1, np.int64), np.zeros(0, np.int64))
+        return False, tuple(plan)
+
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_jacobian_plan_cache", None)
@@ -417,10 +427,11 @@ class ACETransformer(TransformerMixin, BaseEstimator):
             return
         b = self.compiled_
         with_virial = vir is not None
+        forward, plan = self._gradient_route()
         _k.compute_feature_gradients_virial(
             batch.structure_start, batch.first, batch.nbr, batch.D, batch.species,
-            *self._kernel_basis_args(), b.row_start, b.indptr, b.vals, *self._jacobian_plan(), batch.max_pairs,
-            n_chunks(len(batch.structure_start) - 1), out, with_virial,
+            *self._kernel_basis_args(), b.row_start, b.indptr, b.parent, b.last, b.vals, forward, *plan,
+            batch.max_pairs, n_chunks(len(batch.structure_start) - 1), out, with_virial,
             vir if with_virial else np.zeros((0, 6, out.shape[2])),
         )
 

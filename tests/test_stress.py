@@ -47,7 +47,7 @@ def structures():
     return [random_cell(rng, 5, pool=("H", "C", "O"), a=3.6), slab(rng), random_cluster(rng, 6)]
 
 
-def test_feature_virial_is_strain_derivative(structures):
+def test_feature_virial_is_strain_derivative(structures, gradient_route):
     t = ACETransformer(**KW).fit(structures)
     W = t.transform_virial(structures)
     assert W.shape == (3, 6, t.n_features_out_)

@@ -403,7 +403,7 @@ def assert_gradient_close(G, fd, what=""):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_gradient_molecules_finite_differences(family):
+def test_gradient_molecules_finite_differences(family, gradient_route):
     t = fitted(["H", "C", "O"], 4, family)
     X = MOLECULES[:2]
     G = t.transform_gradient(X)
@@ -428,7 +428,7 @@ def assert_no_rigid_motion_component(G, structures):
 
 
 @pytest.mark.parametrize("nu", [1, 2, 3, 4, 5])
-def test_gradient_many_atoms_of_one_element_every_order(nu):
+def test_gradient_many_atoms_of_one_element_every_order(nu, gradient_route):
     # more atoms of one element than one pass of the kernel takes (ATOMS_PER_PASS), at every
     # correlation order: below, at and above the four factors the kernel writes out
     from skace.kernels.ace import ATOMS_PER_PASS
@@ -443,11 +443,33 @@ def test_gradient_many_atoms_of_one_element_every_order(nu):
 
 
 @pytest.mark.parametrize("family", ["agnesi", "gaussian"])
-def test_gradient_periodic_finite_differences(family):
+def test_gradient_periodic_finite_differences(family, gradient_route):
     t = fitted(["Na", "Cl"], 4, family)
     G = t.transform_gradient(PERIODIC)
     assert_gradient_close(G, finite_difference_gradient(t, PERIODIC), family)
     assert_no_rigid_motion_component(G, PERIODIC)
+
+
+def test_gradient_routes_agree_and_each_basis_takes_the_cheaper():
+    """Forward mode and the Jacobian route give the same gradients and virials (to rounding);
+    a small low-l basis takes forward mode, a high-l one (l_weight 0.25, as ACERegressor()'s
+    default) the Jacobian, whose non-zeros are then fewer than products plus entries."""
+    import skace.maths.basis as basis
+
+    X = MOLECULES[:2] + PERIODIC
+    for kw, forward in ((dict(max_degree=8, l_weight=1.5), True),
+                        (dict(max_degree=[16, 8, 6, 5], l_weight=0.25, radial_basis="bessel"), False)):
+        t = ACETransformer(elements=["H", "C", "O", "Na", "Cl"], cutoff=CUTOFF, correlation_order=4, **kw).fit(X)
+        assert t._gradient_route()[0] == forward
+        routes = []
+        for above in (-1.0, np.inf):  # forced forward, forced Jacobian
+            basis.FORWARD_ABOVE, saved = above, basis.FORWARD_ABOVE
+            try:
+                routes.append((t.transform_gradient(X), t.transform_virial(X)))
+            finally:
+                basis.FORWARD_ABOVE = saved
+        for a, b in zip(*routes):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-13 * np.abs(b).max())
 
 
 def test_gradient_with_per_atom_and_iter_gradients():

@@ -13,7 +13,10 @@ Per central atom ``i``:
 * :func:`features_from_products` applies the sparse coupling map;
 * :func:`atomic_base_gradient` gives ``dA/dr_j`` for all neighbours, and
   :func:`atoms_feature_gradient` contracts it with the sparse Jacobian
-  ``dB/dA`` (:func:`jacobian_row`) of several atoms at once, for fitting;
+  ``dB/dA`` (:func:`jacobian_row`) of several atoms at once, for fitting
+  with bases whose rows share few ``A`` (high ``l``); small low-``l``
+  bases take :func:`atom_feature_gradient_forward`, forward mode through
+  the product tree (``skace.maths.basis.gradient_route`` chooses);
 * :func:`atom_energy_adjoint` evaluates a fitted energy and back-propagates
   it to ``dE_i/dA`` (reverse mode), contracted with ``dA/dr_j`` for every
   neighbour: forces cost a small multiple of the energy.
@@ -202,15 +205,9 @@ def atoms_feature_gradient(atoms, n_atoms, s0, first, nbr, nbr_local, D, species
         p0 = first[i]
         n_q = first[i + 1] - p0
         P = 3 * n_q
-        col_lo[:] = 0
-        col_hi[:] = 0
-        for q in range(n_q - 1, -1, -1):
-            col_lo[species[nbr[p0 + q]]] = 3 * q
-        for q in range(n_q):
-            col_hi[species[nbr[p0 + q]]] = 3 * q + 3
+        _element_columns(i, first, nbr, species, col_lo, col_hi)
         dAk = dA[k]
         jk = jac_rows[k]
-        c = 3 * (i - s0)
         for rr in range(row_lo, row_hi):
             acc[:P] = 0.0
             for s in range(j_indptr[rr], j_indptr[rr + 1]):
@@ -219,33 +216,103 @@ def atoms_feature_gradient(atoms, n_atoms, s0, first, nbr, nbr_local, D, species
                 el = a // n_nlm
                 for m in range(col_lo[el], col_hi[el]):
                     acc[m] += v * dAk[a, m]
-            g = grad[rr]
-            sx = 0.0
-            sy = 0.0
-            sz = 0.0
-            for q in range(n_q):
-                j = 3 * nbr_local[p0 + q]
-                g[j] += acc[3 * q]
-                g[j + 1] += acc[3 * q + 1]
-                g[j + 2] += acc[3 * q + 2]
-                sx += acc[3 * q]
-                sy += acc[3 * q + 1]
-                sz += acc[3 * q + 2]
-            g[c] -= sx
-            g[c + 1] -= sy
-            g[c + 2] -= sz
-            if with_virial:
-                v = vir[rr]
-                for q in range(n_q):
-                    p = p0 + q
-                    ax, ay, az = acc[3 * q], acc[3 * q + 1], acc[3 * q + 2]
-                    dx, dy, dz = D[p, 0], D[p, 1], D[p, 2]
-                    v[0] += ax * dx
-                    v[1] += ay * dy
-                    v[2] += az * dz
-                    v[3] += 0.5 * (ay * dz + az * dy)
-                    v[4] += 0.5 * (ax * dz + az * dx)
-                    v[5] += 0.5 * (ax * dy + ay * dx)
+            add_pair_gradients(acc, i - s0, p0, n_q, nbr_local, D, grad[rr], with_virial,
+                               vir[rr if with_virial else 0])
+
+
+@njit(cache=True, inline="always")
+def _element_columns(i, first, nbr, species, col_lo, col_hi):
+    """``col_lo[el]:col_hi[el]``: the columns ``3 q + d`` of atom ``i``'s neighbours of element
+    ``el`` (pairs are sorted by neighbour element, so they are contiguous)."""
+    p0 = first[i]
+    n_q = first[i + 1] - p0
+    col_lo[:] = 0
+    col_hi[:] = 0
+    for q in range(n_q - 1, -1, -1):
+        col_lo[species[nbr[p0 + q]]] = 3 * q
+    for q in range(n_q):
+        col_hi[species[nbr[p0 + q]]] = 3 * q + 3
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def add_pair_gradients(acc, i_local, p0, n_q, nbr_local, D, g, with_virial, v):
+    """Add one row's ``acc[3 q + d] = dB_i / dr_j`` (neighbour ``q`` of atom ``i``) into the
+    structure's gradient row ``g`` (at ``j`` and, with the opposite sign, at ``i`` itself),
+    and with ``with_virial`` its virial ``sum_q sym(acc_q (x) r_q)`` into ``v`` (Voigt)."""
+    sx = 0.0
+    sy = 0.0
+    sz = 0.0
+    for q in range(n_q):
+        j = 3 * nbr_local[p0 + q]
+        g[j] += acc[3 * q]
+        g[j + 1] += acc[3 * q + 1]
+        g[j + 2] += acc[3 * q + 2]
+        sx += acc[3 * q]
+        sy += acc[3 * q + 1]
+        sz += acc[3 * q + 2]
+    c = 3 * i_local
+    g[c] -= sx
+    g[c + 1] -= sy
+    g[c + 2] -= sz
+    if with_virial:
+        for q in range(n_q):
+            p = p0 + q
+            ax, ay, az = acc[3 * q], acc[3 * q + 1], acc[3 * q + 2]
+            dx, dy, dz = D[p, 0], D[p, 1], D[p, 2]
+            v[0] += ax * dx
+            v[1] += ay * dy
+            v[2] += az * dz
+            v[3] += 0.5 * (ay * dz + az * dy)
+            v[4] += 0.5 * (ax * dz + az * dx)
+            v[5] += 0.5 * (ax * dy + ay * dx)
+
+
+@njit(cache=True, fastmath=True)
+def atom_feature_gradient_forward(i, s0, first, nbr, nbr_local, D, species, A, AA, R, dR, Y, dY, nl_n, nl_l,
+                                  nl_offset, n_nlm, n_A, tree_parent, tree_last, indptr, parent, last, vals,
+                                  row_lo, row_hi, dAA, acc, col_lo, col_hi, grad, with_virial, vir):
+    """:func:`atoms_feature_gradient` of one atom by forward mode through the product tree.
+
+    ``dAA[k, 3 q + d]`` is the derivative of product ``k`` (``A`` first, then
+    the stored products, then the constant) with respect to coordinate ``d``
+    of neighbour ``q``: each product costs one pass over ``3 * n_neighbours``
+    numbers, and each coupling entry one more. Faster than the Jacobian
+    route where rows have few entries over many distinct ``A`` (low ``l``:
+    small bases, high ``l_weight``), which then compress less
+    (:func:`skace.maths.basis.gradient_route`).
+    """
+    p0 = first[i]
+    n_q = first[i + 1] - p0
+    P = 3 * n_q
+    n_AA = dAA.shape[0] - 1
+    _element_columns(i, first, nbr, species, col_lo, col_hi)
+    atomic_base_gradient(i, first, nbr, D, species, R, dR, Y, dY, nl_n, nl_l, nl_offset, n_nlm, dAA[:n_A])
+    dAA[n_AA, :P] = 0.0  # the constant
+    for k in range(tree_parent.shape[0]):
+        _product_rule(dAA[n_A + k], dAA[tree_parent[k]], A[tree_last[k]], AA[tree_parent[k]],
+                      dAA[tree_last[k]], P, col_lo[tree_last[k] // n_nlm], col_hi[tree_last[k] // n_nlm], True)
+    for rr in range(row_lo, row_hi):
+        acc[:P] = 0.0
+        for e in range(indptr[rr], indptr[rr + 1]):
+            la = last[e]
+            w = vals[e]
+            _product_rule(acc, dAA[parent[e]], w * A[la], w * AA[parent[e]], dAA[la], P,
+                          col_lo[la // n_nlm], col_hi[la // n_nlm], False)
+        add_pair_gradients(acc, i - s0, p0, n_q, nbr_local, D, grad[rr], with_virial,
+                           vir[rr if with_virial else 0])
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def _product_rule(target, d_parent, a_last, aa_parent, d_last, P, lo, hi, overwrite):
+    """``target (=|+=) d_parent * a_last + aa_parent * d_last`` (``d_last`` non-zero on ``lo:hi`` only)."""
+    if overwrite:
+        for m in range(P):
+            target[m] = d_parent[m] * a_last
+    else:
+        for m in range(P):
+            target[m] += d_parent[m] * a_last
+    for m in range(lo, hi):
+        target[m] += aa_parent * d_last[m]
 
 
 @njit(cache=True)
@@ -320,7 +387,8 @@ def compute_features(first, nbr, D, species, family, params, n_radial, l_max, nl
 
 def compute_feature_gradients(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
                               nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
-                              indptr, vals, factors, j_indptr, j_col, max_pairs, n_chunks, out):
+                              indptr, parent, last, vals, forward, factors, j_indptr, j_col, max_pairs, n_chunks,
+                              out):
     """``out[j, :, rows] = d(sum_i B_i) / dr_j`` for structures of the batch (parallel over structures).
 
     ``out`` has shape (n_atoms, 3, n_feature_rows); ``structure_start`` gives
@@ -329,22 +397,24 @@ def compute_feature_gradients(structure_start, first, nbr, D, species, family, p
     """
     compute_feature_gradients_virial(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
                                      nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
-                                     indptr, vals, factors, j_indptr, j_col, max_pairs, n_chunks, out,
-                                     False, np.zeros((0, 6, out.shape[2])))
+                                     indptr, parent, last, vals, forward, factors, j_indptr, j_col, max_pairs,
+                                     n_chunks, out, False, np.zeros((0, 6, out.shape[2])))
 
 
 @njit(cache=True, parallel=True)
 def compute_feature_gradients_virial(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
                                      nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
-                                     indptr, vals, factors, j_indptr, j_col, max_pairs, n_chunks, out,
-                                     with_virial, vir_out):
+                                     indptr, parent, last, vals, forward, factors, j_indptr, j_col, max_pairs,
+                                     n_chunks, out, with_virial, vir_out):
     """Feature gradients and, with ``with_virial``, per-feature virials (parallel over structures).
 
     ``out[j, :, rows] = d(sum_i B_i) / dr_j`` has shape (n_atoms, 3,
     n_feature_rows); ``structure_start`` gives the first atom of each
-    structure (CSR). ``factors, j_indptr, j_col`` are the basis's
-    :func:`skace.maths.basis.jacobian_plan` (the product tree is not used:
-    each entry's factors are read directly). Each structure is accumulated
+    structure (CSR). With ``forward``, by forward mode through the product
+    tree (:func:`atom_feature_gradient_forward`); otherwise through the
+    Jacobian ``dB/dA``, whose sparsity ``factors, j_indptr, j_col`` is the
+    basis's :func:`skace.maths.basis.jacobian_plan` (each entry's factors
+    read directly, several atoms per pass). Each structure is accumulated
     in a thread-local (rows, 3 * atoms) buffer, then transposed into
     ``out``. ``vir_out[s, v, rows]`` (shape (n_structures, 6,
     n_feature_rows)) receives ``sum_pairs sym(dB/dr_ij (x) r_ij)`` of
@@ -364,24 +434,26 @@ def compute_feature_gradients_virial(structure_start, first, nbr, D, species, fa
         max_atoms = max(max_atoms, structure_start[s + 1] - structure_start[s])
     n_elements = row_start.shape[0] - 1
     max_slots = 0
-    for el in range(n_elements):
+    for el in range(0 if forward else n_elements):
         max_slots = max(max_slots, j_indptr[row_start[el + 1]] - j_indptr[row_start[el]])
-    K = ATOMS_PER_PASS
+    K = 1 if forward else ATOMS_PER_PASS
+    n_AA = n_A + tree_parent.shape[0] if forward else 0  # the products' derivatives: forward mode only
     for c in prange(n_chunks):
-        A, _, R, dR, Y, dY = _environment_buffers(n_A, 0, max_pairs, n_radial, l_max)
+        A, AA, R, dR, Y, dY = _environment_buffers(n_A, n_AA, max_pairs, n_radial, l_max)
+        dAA = np.empty((n_AA + 1 if forward else 0, 3 * max_pairs))
         AT = np.zeros((n_A + 1, K))
         AT[n_A, :] = 1.0  # the padding factor of lower-order entries
-        dA = np.empty((K, n_A, 3 * max_pairs))
+        dA = np.empty((0 if forward else K, n_A, 3 * max_pairs))
         jac = np.zeros((n_A + 1, K))
         prefix = np.empty((factors.shape[1], K))
         before = np.empty(K)
-        jac_rows = np.empty((K, max_slots))
+        jac_rows = np.empty((K, 0 if forward else max_slots))
         atoms = np.empty(K, dtype=np.int64)
         col_lo = np.empty(n_elements, dtype=np.int64)
         col_hi = np.empty(n_elements, dtype=np.int64)
         acc = np.empty(3 * max_pairs)
         grad_buffer = np.empty((n_rows, 3 * max_atoms))
-        vir = np.zeros((n_rows if with_virial else 0, 6))
+        vir = np.zeros((n_rows if with_virial else 1, 6))
         s_lo, s_hi = _chunk_bounds(n_struct, n_chunks, c)
         for s in range(s_lo, s_hi):
             s0 = structure_start[s]
@@ -389,7 +461,17 @@ def compute_feature_gradients_virial(structure_start, first, nbr, D, species, fa
             grad = grad_buffer[:, :3 * n_s]
             grad[:] = 0.0
             vir[:] = 0.0
-            for el in range(n_elements):
+            if forward:
+                for i in range(s0, s0 + n_s):
+                    atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
+                                nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
+                    products_forward(A, AA, tree_parent, tree_last, n_A)
+                    el = species[i]
+                    atom_feature_gradient_forward(i, s0, first, nbr, nbr_local, D, species, A, AA, R, dR, Y, dY,
+                                                  nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last,
+                                                  indptr, parent, last, vals, row_start[el], row_start[el + 1],
+                                                  dAA, acc, col_lo, col_hi, grad, with_virial, vir)
+            for el in range(0 if forward else n_elements):
                 k = 0
                 for i in range(s0, s0 + n_s + 1):
                     if i < s0 + n_s and species[i] == el:

@@ -398,6 +398,46 @@ def entry_factors(basis):
     return np.ascontiguousarray(factors[:, (factors >= 0).any(axis=0)])
 
 
+#: :func:`gradient_route` takes forward mode where the Jacobian ``dB/dA`` has more non-zeros than
+#: this many times the product tree's nodes plus the coupling entries (rMD17 aspirin, 1 thread:
+#: see benchmarks/README.md, "Session 31").
+FORWARD_ABOVE = 1.0
+
+
+def gradient_route(basis, plan):
+    """Whether feature gradients are cheaper by forward mode through the product tree than
+    through the Jacobian ``dB/dA`` (``plan``, :func:`jacobian_plan`).
+
+    Both cost about one pass over ``3 * n_neighbours`` numbers per unit of work: forward
+    mode one per stored product and per coupling entry, the Jacobian route one per
+    non-zero of ``dB/dA`` (over the columns of one neighbour element only). Bases with many
+    entries over few distinct ``A`` per row (high ``l``, as ``ACERegressor()``'s default:
+    0.38 non-zeros per product and entry on rMD17 aspirin) compress well and take the
+    Jacobian; small low-``l`` bases (1.6-2.1) take forward mode.
+
+    Parameters
+    ----------
+    basis : CompiledBasis
+        ``ACEBasis.compile()``, as ``ACETransformer.compiled_``.
+    plan : JacobianPlan
+
+    Returns
+    -------
+    bool
+        True for forward mode.
+
+    Examples
+    --------
+    >>> from skace.maths.basis import ACEBasis, gradient_route, jacobian_plan
+    >>> low_l = ACEBasis(["H", "C"], 3, 8, l_weight=1.5).compile()
+    >>> high_l = ACEBasis(["H", "C"], 3, [14, 8, 6], l_weight=0.25).compile()
+    >>> gradient_route(low_l, jacobian_plan(low_l)), gradient_route(high_l, jacobian_plan(high_l))
+    (True, False)
+    """
+    work = len(basis.tree_parent) + int(basis.indptr[-1])
+    return int(plan.j_indptr[-1]) > FORWARD_ABOVE * work
+
+
 def jacobian_plan(basis):
     """Sparsity of the features' Jacobian with respect to the atomic base, ``dB_r / dA_a``.
 
@@ -410,9 +450,23 @@ def jacobian_plan(basis):
     at least four per entry: lower orders are padded, so that every basis up to
     the default correlation order takes the kernel's written-out path.
 
+    Parameters
+    ----------
+    basis : CompiledBasis
+
     Returns
     -------
     JacobianPlan
+        ``factors`` (entries, at least 4), ``j_indptr`` (rows + 1) and ``j_col``: the
+        non-zeros of row ``r`` are ``j_col[j_indptr[r]:j_indptr[r + 1]]``.
+
+    Examples
+    --------
+    >>> from skace.maths.basis import ACEBasis, jacobian_plan
+    >>> basis = ACEBasis(["H"], 2, 4).compile()
+    >>> plan = jacobian_plan(basis)
+    >>> plan.factors.shape[1], len(plan.j_indptr) == len(basis.indptr)
+    (4, True)
     """
     factors = entry_factors(basis)
     if factors.shape[1] < 4:
