@@ -36,6 +36,8 @@ def read_structures(spec, energy_key="energy", forces_key="forces", limit=None):
 
         if not os.path.exists(spec):
             raise FileNotFoundError(f"no such data file: {spec}")
+        if os.path.isfile(spec) and os.path.getsize(spec) == 0:
+            raise ValueError(f"data file {spec} is empty")
         try:
             fmt = filetype(spec)
         except UnknownFileTypeError:
@@ -301,10 +303,12 @@ def cmd_sparsify(args):
     from .io import load_potential
     from .metrics import evaluate
     from .sparsify import ACESparsifier, time_energy_forces
+    from .structures import as_structure_list
 
     output_path(args.output, "-o", args.model, args.data, args.test)
     model = _with_keys(load_potential(args.model), args)
-    train = read_structures(args.data, model.energy_key, model.forces_key, args.n_train)
+    train = as_structure_list(read_structures(args.data, model.energy_key, model.forces_key, args.n_train),
+                              name="training data")
     test = read_structures(args.test, model.energy_key, model.forces_key) if args.test else None
     model.set_params(verbose=not args.quiet)
     print(f"refitting the full model on {len(train)} structures, then selecting {args.n_features} "
@@ -332,9 +336,16 @@ def cmd_explain(args):
     from .explain import GROUP_BY, explain_energy, group_explanation, save_plot
     from .io import load_potential
 
-    if args.plot and not os.path.splitext(args.plot)[1]:
-        args.plot += ".png"  # matplotlib would add it anyway; say where the plot really is
-    output_path(args.plot, "--plot", args.model, args.data)
+    if args.plot:
+        from matplotlib.figure import Figure
+
+        if not os.path.splitext(args.plot)[1]:
+            args.plot += ".png"  # matplotlib would add it anyway; say where the plot really is
+        output_path(args.plot, "--plot", args.model, args.data)
+        formats = Figure().canvas.get_supported_filetypes()
+        if os.path.splitext(args.plot)[1][1:].lower() not in formats:
+            raise ValueError(f"--plot {args.plot}: matplotlib writes {', '.join(sorted(formats))}, not "
+                             f"{os.path.splitext(args.plot)[1]!r}")
     model = _with_keys(load_potential(args.model), args)
     data = read_structures(args.data, model.energy_key, model.forces_key, args.n)
     if args.by not in GROUP_BY + ("feature",):

@@ -150,7 +150,7 @@ class LinearSystem:
     n_atoms: np.ndarray = None  # atoms per structure (groups the force rows by structure), or None
     holdout: "LinearSystem" = None  # structures kept out of the Gram matrix, as rows, to choose alpha
 
-    def row_groups(self, force_weight=1.0, stress_weight=0.0):
+    def row_groups(self, stress_weight=0.0, force_weight=1.0):
         """Structure index of each row of the weighted design (energy rows, then force rows if
         ``force_weight`` keeps them), for leave-one-structure-out validation; None when unknown
         or with virial rows."""
@@ -194,7 +194,7 @@ class LinearSystem:
                 self.XF = None
             scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
             X /= scale
-            groups = self.row_groups(force_weight, stress_weight)
+            groups = self.row_groups(stress_weight, force_weight)
             if groups is not None and X.shape[0] * min(X.shape) * 8 > CV_MAX_BYTES:
                 groups = None  # the left singular vectors would be too large to keep
             return Spectrum.from_design(X, y, groups, overwrite=True, cv=cv), scale

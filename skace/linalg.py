@@ -247,7 +247,9 @@ class Spectrum:
         spec = cls(s * s, Vt.T, s * (U.T @ y), float(y @ y), X.shape[0], X.shape[1])
         # the curve is only consulted when the evidence peaks at vanishing regularisation
         # (evidence_ridge): skip its cost, and U's memory, otherwise
-        if groups is not None and s.size and s[0] > 0 and (cv or spec._evidence_interpolates()):
+        # (at least two groups: leaving out the only one predicts nothing)
+        if groups is not None and len(np.unique(groups)) > 1 and s.size and s[0] > 0 and (
+                cv or spec._evidence_interpolates()):
             spec.cv = group_cv_curve(U, s * s, y, groups, np.arange(-16.0, 0.01, 0.5))
         return spec
 

@@ -736,8 +736,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         else:  # bayesian (and "cv" without structure groups: virial rows, or too large to keep U)
             if with_cv:
                 warnings.warn("solver='cv' chose alpha by the Bayesian evidence instead: the leave-one-"
-                              "structure-out error is not available with virial rows, or where the design's "
-                              "left singular vectors exceed skace.fitting.CV_MAX_BYTES", UserWarning, stacklevel=3)
+                              "structure-out error is not available with one structure, with virial rows, or "
+                              "where the design's left singular vectors exceed skace.fitting.CV_MAX_BYTES",
+                              UserWarning, stacklevel=3)
             a, beta, log_ev = spec.evidence_ridge()
             alpha = a / beta
             self.beta_ = beta

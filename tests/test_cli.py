@@ -342,6 +342,15 @@ def test_explain_names_the_plot_it_wrote(fitted, capsys, tmp_path):
     assert main(["explain", str(fitted[0]), "sample-test", "-n", "5", "--plot", str(tmp_path / "shap")]) == 0
     assert f"plot written to {tmp_path / 'shap.png'}" in capsys.readouterr().out
     assert (tmp_path / "shap.png").stat().st_size > 0
+    # a format matplotlib cannot write fails before the analysis
+    line = check_error(capsys, ["explain", str(fitted[0]), "sample-test", "--plot", str(tmp_path / "s.v2")],
+                       "matplotlib writes", "png")
+    assert not list(tmp_path.glob("s.v2*")), line
+
+
+def test_empty_data_file(capsys, tmp_path):
+    (tmp_path / "empty.xyz").write_text("")
+    check_error(capsys, ["fit", str(tmp_path / "empty.xyz"), *FIT], "empty.xyz is empty")
 
 
 def test_error_table_columns_stay_apart():

@@ -64,6 +64,21 @@ def test_non_finite_positions_never_reach_the_kernels(bad, pbc):
         neighbour_list(a.positions, a.cell.array, a.pbc, 4.5)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_cell_never_reaches_the_kernels(bad):
+    """Nor through a caller that skips as_structure_list (PairRepulsion's own neighbour list:
+    an infinite cell vector once corrupted the heap)."""
+    from skace.baselines import PairRepulsion
+
+    a = alloy((2, 2, 2), 4)
+    a.cell[0, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite vectors"):
+        neighbour_list(a.positions, a.cell.array, a.pbc, 4.5)
+    a.calc = PairRepulsion()
+    with pytest.raises(ValueError, match="NaN or infinite vectors"):
+        a.get_potential_energy()
+
+
 def test_atom_too_far_from_its_cell_to_wrap():
     a = alloy((2, 2, 2), 3)
     a.positions[0, 2] = 1e30

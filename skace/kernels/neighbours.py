@@ -162,7 +162,10 @@ class CellGrid:
         self.n_atoms = N
         self.cutoff = float(cutoff)
         if pbc.any():
-            cell = complete_cell(np.asarray(cell, dtype=np.float64))
+            cell = np.asarray(cell, dtype=np.float64)
+            if not np.all(np.isfinite(cell[pbc])):
+                raise ValueError("the cell has NaN or infinite vectors along periodic directions")
+            cell = complete_cell(cell)
             inv = np.linalg.inv(cell)
             frac = positions @ inv
             if N and np.abs(frac[:, pbc]).max() > MAX_CELL_LENGTHS:
