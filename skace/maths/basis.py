@@ -413,7 +413,8 @@ def gradient_route(basis, plan):
     non-zero of ``dB/dA`` (over the columns of one neighbour element only). Bases with many
     entries over few distinct ``A`` per row (high ``l``, as ``ACERegressor()``'s default:
     0.38 non-zeros per product and entry on rMD17 aspirin) compress well and take the
-    Jacobian; small low-``l`` bases (1.6-2.1) take forward mode.
+    Jacobian; small low-``l`` bases (1.6-2.1) take forward mode. Measured with two, three
+    and four elements, the crossover lies at a ratio of about 1 in each case.
 
     Parameters
     ----------
