@@ -82,9 +82,10 @@ def _non_negative_float(text):
     return value
 
 
-def output_path(path, option, *inputs):
+def output_path(path, option, *inputs, saved=False):
     """``path``, checked before any work is done: a file name (not a folder) in an existing
-    folder, and none of the command's input files (an output there would destroy it)."""
+    folder, and none of the command's input files (an output there would destroy it).
+    ``saved``: written by :func:`skace.save`, by way of a temporary file beside it."""
     if not path:
         return None
     if os.path.isdir(path):
@@ -96,11 +97,17 @@ def output_path(path, option, *inputs):
     for source in inputs:
         if source and os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path):
             raise ValueError(f"{option} {path} is also an input; writing there would destroy it")
-    # a file named as skace.save names its temporary one: the name's length and the folder's
-    # permissions fail now, not after the work
+    # the file the command will create (for skace.save, its temporary one): a name too long
+    # or a folder not writable fail now, not after the work
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"):
-            pass
+        if saved:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"):
+                pass
+        elif not os.path.exists(path):
+            open(path, "x").close()
+            os.unlink(path)
+        elif not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied")
     except OSError as err:
         raise ValueError(f"{option} {path}: cannot write there ({err.strerror})") from None
     return path
@@ -184,7 +191,7 @@ def cmd_fit(args):
     from .structures import as_structure_list
 
     data = args.data or "sample"
-    output_path(args.output, "-o", data, args.test)
+    output_path(args.output, "-o", data, args.test, saved=True)
     train = read_structures(data, args.energy_key, args.forces_key, args.n_train)
     test = None
     if args.test or data in ("sample", "sample-train"):
@@ -305,7 +312,7 @@ def cmd_sparsify(args):
     from .sparsify import ACESparsifier, time_energy_forces
     from .structures import as_structure_list
 
-    output_path(args.output, "-o", args.model, args.data, args.test)
+    output_path(args.output, "-o", args.model, args.data, args.test, saved=True)
     model = _with_keys(load_potential(args.model), args)
     train = as_structure_list(read_structures(args.data, model.energy_key, model.forces_key, args.n_train),
                               name="training data")

@@ -291,6 +291,11 @@ def test_outputs_are_checked_before_the_work(fitted, capsys, tmp_path):
     ):
         check_error(capsys, argv, needle)
     assert {p: p.read_bytes() for p in (model, data)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.xyz", "folder"]  # no probe left behind
+    # a name of the longest length the folder takes is fine where the file is written directly
+    longest = tmp_path / ("t" * (255 - len(".traj")) + ".traj")
+    assert main(["md", str(model), str(data), "--steps", "1", "--trajectory", str(longest)]) == 0
+    assert longest.stat().st_size > 0
 
 
 def test_test_data_is_checked_before_the_fit(capsys, tmp_path):
