@@ -54,32 +54,22 @@ def read_structures(spec, energy_key="energy", forces_key="forces", limit=None):
     return structures
 
 
-def _non_negative(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _bounded(cast, low, strict=False):
+    """An argparse ``type``: ``cast(text)``, at least ``low`` (above it if ``strict``)."""
+    def parse(text):
+        value = cast(text)
+        if not (value > low if strict else value >= low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
+        return value
+
+    parse.__name__ = cast.__name__  # argparse names the type in "invalid int value"
+    return parse
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+_non_negative = _bounded(int, 0)
+_positive_int = _bounded(int, 1)
+_positive_float = _bounded(float, 0, strict=True)
+_non_negative_float = _bounded(float, 0)
 
 
 def output_path(path, option, *inputs, saved=False):

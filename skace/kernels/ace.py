@@ -385,22 +385,6 @@ def compute_features(first, nbr, D, species, family, params, n_radial, l_max, nl
             features_from_products(A, AA, indptr, parent, last, vals, row_start[e], row_start[e + 1], out[i])
 
 
-def compute_feature_gradients(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
-                              nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
-                              indptr, parent, last, vals, forward, factors, j_indptr, j_col, max_pairs, n_chunks,
-                              out):
-    """``out[j, :, rows] = d(sum_i B_i) / dr_j`` for structures of the batch (parallel over structures).
-
-    ``out`` has shape (n_atoms, 3, n_feature_rows); ``structure_start`` gives
-    the first atom of each structure (CSR). See
-    :func:`compute_feature_gradients_virial`, which this calls without virial.
-    """
-    compute_feature_gradients_virial(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
-                                     nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
-                                     indptr, parent, last, vals, forward, factors, j_indptr, j_col, max_pairs,
-                                     n_chunks, out, False, np.zeros((0, 6, out.shape[2])))
-
-
 @njit(cache=True, parallel=True)
 def compute_feature_gradients_virial(structure_start, first, nbr, D, species, family, params, n_radial, l_max,
                                      nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, row_start,
