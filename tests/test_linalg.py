@@ -354,6 +354,39 @@ def test_search_ends_near_the_peak_in_few_points(curve, shift):
     assert abs(np.log10(lam) - peak) < 0.2, (scored, peak)
 
 
+#: rMD17 benzene, 1000 configurations, 23306 functions: profiled log evidence against
+#: t = log10(lam / top) (benchmarks/results/rmd17_1000_timing_s29.json): rising to the bottom of
+#: the range, where the search halved twice towards -18 (45 s per factorisation) and kept it.
+BENZENE_1000_EVIDENCE = {-18.0: 229521.0, -17.625: 226074.8, -17.25: 222306.6, -16.5: 213930.3,
+                         -15.0: 194412.3, -13.5: 168166.2}
+
+
+@pytest.mark.parametrize("peak, n_points, answer", [
+    ("benzene", 4, -18.0),  # the parabola through -18, -16.5, -15 peaks near -23: no halving
+    (-20.0, 4, -18.0),
+    (-17.6, 6, -17.6),  # a maximum just inside the range is still found by halving
+])
+def test_search_at_a_bound_halves_only_towards_an_interior_peak(peak, n_points, answer):
+    from scipy.interpolate import CubicSpline
+
+    if peak == "benzene":
+        ts, vs = zip(*sorted(BENZENE_1000_EVIDENCE.items()))
+        evidence = CubicSpline(ts, vs, extrapolate=True)
+    else:
+        evidence = lambda t: -800.0 * (t - peak) ** 2  # noqa: E731
+    gs = GramSolver(np.eye(2), np.ones(2), 2.0, 2)
+    gs.top = 1.0
+    scored = []
+
+    def score(lam):
+        scored.append(np.log10(lam))
+        return float(evidence(scored[-1]))
+
+    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, tol=EVIDENCE_TOL)
+    assert len(scored) <= n_points, scored
+    assert abs(np.log10(lam) - answer) <= 0.25, scored
+
+
 def test_evidence_search_reaches_the_top_of_its_range():
     """Targets unrelated to the features: the evidence rises with ``lam`` all the way, and the
     search steps up to the range's top ``hi`` itself (not the last whole step below it)."""
