@@ -568,9 +568,10 @@ class GramSolver:
 
         Each evaluation costs one factorisation, so the search is frugal: three
         points ``step`` decades apart around ``start``, moved outwards until the
-        best is interior (within ``[lo, hi]``; at a bound, halved towards it unless the parabola there peaks outside the range),
-        then parabolic steps in ``t`` with a shrinking bracket until it is under
-        half a decade wide, flat (its ends within :data:`EVIDENCE_TOL` of the
+        best is interior (within ``[lo, hi]``; at a bound, halved towards it
+        unless the parabola there peaks outside the range), then parabolic
+        steps in ``t`` with a shrinking bracket until it is under half a
+        decade wide, flat (its ends within :data:`EVIDENCE_TOL` of the
         best), or its parabola peaks within :data:`VERTEX_TOL` of the best
         point (four to six factorisations when the optimum lies near
         ``start``, more the further away it is).
