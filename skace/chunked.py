@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .descriptor import n_chunks, numba_threads
+from .descriptor import numba_threads
 from .kernels import ace as _k
 from .kernels.neighbours import CellGrid
 from .structures import species_indices
@@ -59,7 +59,7 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
             max_pairs = max(int(np.diff(first).max()), 1)
             f_pair = np.empty((len(nbr) if need_pairs else 0, 3))
             _k.compute_energies_forces_range(lo, hi, first_all, nbr, D, species, *basis_args, w_indptr, w_parent,
-                                             w_last, w_val, node_indptr, nodes, max_pairs, n_chunks(hi - lo),
+                                             w_last, w_val, node_indptr, nodes, max_pairs, model._lane_work(),
                                              need_pairs, energies, f_pair)
             if need_pairs:
                 _k.scatter_pair_forces(lo, hi, first_all, nbr, D, f_pair, F, virial)

@@ -78,6 +78,8 @@ def output_path(path, option, *inputs, saved=False):
     ``saved``: written by :func:`skace.save`, by way of a temporary file beside it."""
     if not path:
         return None
+    if path == "-":  # every output here is a file (models are binary): no standard output
+        raise ValueError(f"{option} -: these files cannot go to standard output; give a file name")
     if os.path.isdir(path):
         raise ValueError(f"{option} {path} is a folder; give a file name")
     folder = os.path.dirname(path) or "."

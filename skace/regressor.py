@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import chunked as _chunked
 from . import streaming as _streaming
 from .baselines import baseline_terms
-from .descriptor import ACETransformer, _check_device, n_chunks, numba_threads
+from .descriptor import ACETransformer, _check_device, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale, few_data,
                       energy_row_scale, fingerprint, fitting_rows, physical_memory, read_stress, read_targets,
                       svd_exceeds_memory)
@@ -821,6 +821,16 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             self.folded_ = tuple(self.folded_) + needed_products(self.descriptor_.compiled_, w_indptr, w_parent)
         return self.folded_
 
+    def _lane_work(self):
+        """The energy kernel's per-thread work arrays (:func:`skace.kernels.ace.lane_work`), kept
+        between calls and not pickled: MD evaluates one small structure per step, and fresh
+        arrays of this size (megabytes) cost it a page fault per 4 KiB."""
+        import numba
+
+        rows = self.descriptor_.compiled_.n_A + len(self.descriptor_.compiled_.tree_parent) + 1
+        self._lane_work_cache = _k.lane_work(rows, numba.get_num_threads(), self.__dict__.get("_lane_work_cache"))
+        return self._lane_work_cache
+
     # --------------------------------------------------------- prediction
     def _evaluate(self, structures, forces=True, stress=False, _raw=False):
         """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress.
@@ -851,7 +861,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             f_pair = np.empty((len(batch.nbr) if forces or stress else 0, 3))
             _k.compute_energies_forces(
                 batch.first, batch.nbr, batch.D, batch.species, *d._kernel_basis_args(),
-                *self._folded_coefficients(), batch.max_pairs, n_chunks(n_atoms),
+                *self._folded_coefficients(), batch.max_pairs, self._lane_work(),
                 bool(forces or stress), energies, f_pair,
             )
         e0 = np.array([self.e0_[el] for el in d.elements_])
@@ -1022,6 +1032,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         # functions): saved only while small, so model files stay small
         state = self.__dict__.copy()
         state.pop("spectrum_", None)
+        state.pop("_lane_work_cache", None)
         posterior = state.get("_posterior")
         if posterior is not None and posterior[0] != "dropped":
             if posterior[2].nbytes > POSTERIOR_SAVE_BYTES:

@@ -83,7 +83,8 @@ def as_structure_list(X, name="X"):
     """
     import os
 
-    if isinstance(X, Atoms):  # checked as the list of one it stands for
+    single = isinstance(X, Atoms)
+    if single:  # checked as the list of one it stands for
         X = [X]
     if isinstance(X, (str, os.PathLike)):
         X = read_database(X)
@@ -96,20 +97,21 @@ def as_structure_list(X, name="X"):
     if not structures:
         raise ValueError(f"empty input: {name} contains no structures")
     for k, atoms in enumerate(structures):
+        label = name if single else f"{name}[{k}]"
         if not isinstance(atoms, Atoms):
-            raise TypeError(f"{name}[{k}] is a {type(atoms).__name__}, not an ase.Atoms")
+            raise TypeError(f"{label} is a {type(atoms).__name__}, not an ase.Atoms")
         if len(atoms) == 0:
-            raise ValueError(f"{name}[{k}] has no atoms")
+            raise ValueError(f"{label} has no atoms")
         if not np.all(np.isfinite(atoms.positions)):
-            raise ValueError(f"{name}[{k}] has NaN or infinite positions")
+            raise ValueError(f"{label} has NaN or infinite positions")
         if atoms.pbc.any():
             cell = atoms.cell.array
             if not np.all(np.isfinite(cell)):
-                raise ValueError(f"{name}[{k}] has a NaN or infinite cell")
+                raise ValueError(f"{label} has a NaN or infinite cell")
             periodic = cell[atoms.pbc]
             if np.linalg.matrix_rank(periodic, tol=1e-9) < len(periodic):
                 raise ValueError(
-                    f"{name}[{k}] is periodic along {', '.join(a for a, p in zip('xyz', atoms.pbc) if p)} "
+                    f"{label} is periodic along {', '.join(a for a, p in zip('xyz', atoms.pbc) if p)} "
                     "but its cell vectors there are zero or linearly dependent"
                 )
     return structures

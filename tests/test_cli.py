@@ -270,9 +270,10 @@ def write_sample(path, n=3, split="test", **info):
     return path
 
 
-def test_outputs_are_checked_before_the_work(fitted, capsys, tmp_path):
+def test_outputs_are_checked_before_the_work(fitted, capsys, tmp_path, monkeypatch):
     """A bad output path fails at once (not after a fit of half an hour), and no output
     replaces an input: the files are byte for byte what they were."""
+    monkeypatch.chdir(tmp_path)  # where a file named "-" would land
     model = fitted[0]
     data = write_sample(tmp_path / "data.xyz")
     before = {p: p.read_bytes() for p in (model, data)}
@@ -283,6 +284,8 @@ def test_outputs_are_checked_before_the_work(fitted, capsys, tmp_path):
         (["fit", str(data), *FIT, "-o", str(tmp_path / "folder")], "is a folder"),
         (["fit", str(data), *FIT, "-o", str(data)], "is also an input"),
         (["fit", str(data), *FIT, "-o", str(tmp_path / ("x" * 300))], "cannot write there"),
+        (["fit", str(data), *FIT, "-o", "-"], "standard output"),
+        (["md", str(model), str(data), "--steps", "2", "--trajectory", "-"], "standard output"),
         (["md", str(model), str(data), "--steps", "2", "--trajectory", str(model)], "is also an input"),
         (["md", str(model), str(data), "--steps", "2", "--trajectory", str(data)], "is also an input"),
         (["export", str(model), "-o", str(model)], "is also an input"),

@@ -873,6 +873,30 @@ def test_energy_forces_and_atomic_energies_consistent(mixed_model, cho_truth):
     np.testing.assert_allclose(ea, per_atom.transform(X) @ mixed_model.coef_ + e0[species], rtol=1e-12)
 
 
+def test_energy_lanes_match_the_features(mixed_model, cho_truth):
+    """Atoms are evaluated in lanes of up to ENERGY_LANES atoms of one element, gathered
+    across structures: with full and part-filled lanes, every atom's energy is E0 + c . B_i
+    and the forces are minus c . dB/dr, whatever the order of the structures."""
+    from skace.kernels.ace import ENERGY_LANES
+
+    X = cho_truth.test + list(molecule_and_cell())
+    d = mixed_model.descriptor_
+    symbols = [s for a in X for s in a.get_chemical_symbols()]
+    counts = [symbols.count(e) for e in d.elements_]
+    assert max(counts) > 2 * ENERGY_LANES and any(c % ENERGY_LANES for c in counts)
+    per_atom = clone(d).set_params(per_atom=True).fit(X)
+    e0 = np.array([mixed_model.e0_[el] for el in d.elements_])
+    species = np.array([d.elements_.index(s) for s in symbols])
+    np.testing.assert_allclose(mixed_model.predict_atomic_energies(X),
+                               per_atom.transform(X) @ mixed_model.coef_ + e0[species], rtol=1e-12)
+    F = -(d.transform_gradient(X) @ mixed_model.coef_)
+    np.testing.assert_allclose(mixed_model.predict_forces(X), F, rtol=0, atol=1e-11 * np.abs(F).max())
+    backwards = mixed_model.predict_forces(X[::-1])
+    bounds = np.cumsum([0] + [len(a) for a in X[::-1]])
+    np.testing.assert_allclose(np.concatenate([backwards[i:j] for i, j in zip(bounds[-2::-1], bounds[:0:-1])]),
+                               F, rtol=0, atol=1e-11 * np.abs(F).max())
+
+
 def test_each_element_evaluates_only_the_products_it_needs(cho_truth):
     """A hydrogen centre with a smaller basis (``center_max_degree``) reads a strict subset
     of the product tree; energies and forces from the pruned tree equal c . B_i and

@@ -17,9 +17,11 @@ Per central atom ``i``:
   with bases whose rows share few ``A`` (high ``l``); small low-``l``
   bases take :func:`atom_feature_gradient_forward`, forward mode through
   the product tree (``skace.maths.basis.gradient_route`` chooses);
-* :func:`atom_energy_adjoint` evaluates a fitted energy and back-propagates
-  it to ``dE_i/dA`` (reverse mode), contracted with ``dA/dr_j`` for every
-  neighbour: forces cost a small multiple of the energy.
+* :func:`atoms_energy_adjoint` evaluates a fitted energy and back-propagates
+  it to ``dE_i/dA`` (reverse mode) for up to :data:`ENERGY_LANES` atoms of
+  one element at once, and :func:`pair_forces` contracts that with
+  ``dA/dr_j`` for every neighbour: forces cost a small multiple of the
+  energy.
 """
 
 import math
@@ -315,29 +317,95 @@ def _product_rule(target, d_parent, a_last, aa_parent, d_last, P, lo, hi, overwr
         target[m] += aa_parent * d_last[m]
 
 
+#: Atoms of one element whose energies :func:`atoms_energy_adjoint` evaluates together, one per
+#: SIMD lane: each folded coefficient is read once for all of them (the folded arrays of a default
+#: rMD17 model are several MB per element, too large for the caches, so one atom at a time the
+#: pass over them was bound by memory bandwidth).
+ENERGY_LANES = 8
+
+
+def lane_work(n_tree_rows, n_threads, work=None):
+    """Work arrays of :func:`compute_energies_forces`: ``work`` itself when it has the shape
+    ``(n_threads, 2, n_tree_rows, ENERGY_LANES)``, else new ones."""
+    shape = (n_threads, 2, n_tree_rows, ENERGY_LANES)
+    return work if work is not None and work.shape == shape else np.empty(shape)
+
+
 @njit(cache=True)
-def atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_n, nl_l, nl_offset,
-                        n_nlm, n_A, tree_parent, tree_last, w_lo, w_hi, w_parent, w_last, w_val,
-                        nodes, node_lo, node_hi, with_forces, f_pair):
-    """Energy ``E_i = sum_e w_val[e] AA[w_parent[e]] A[w_last[e]]``; with forces, also
-    ``f_pair[p] = dE_i / dr_j`` for every pair of atom ``i`` (reverse mode through the
-    stored products ``nodes[node_lo:node_hi]``, those the entries need).
+def element_groups(species, lo, hi):
+    """Atoms ``lo:hi`` sorted by element, in groups of at most :data:`ENERGY_LANES` atoms of one
+    element: group ``g`` is ``order[start[g]:start[g + 1]]``."""
+    order = lo + np.argsort(species[lo:hi], kind="mergesort")
+    start = np.empty(hi - lo + 1, dtype=np.int64)
+    n_groups = 0
+    for t in range(hi - lo):
+        if t == 0 or species[order[t]] != species[order[t - 1]] or t - start[n_groups - 1] == ENERGY_LANES:
+            start[n_groups] = t
+            n_groups += 1
+    start[n_groups] = hi - lo
+    return order, start[:n_groups + 1]
+
+
+@njit(cache=True, fastmath=True)
+def atoms_energy_adjoint(n_A, AA, gAA, run, tree_parent, tree_last, w_lo, w_hi, w_parent, w_last, w_val,
+                         nodes, node_lo, node_hi, with_forces, energy):
+    """Energies ``E = sum_e w_val[e] AA[w_parent[e]] AA[w_last[e]]`` of the atoms in the lanes
+    of ``AA`` (``AA[:n_A, s]`` holds the atomic base of lane ``s``, ``AA[-1]`` is set to 1),
+    and with forces their adjoints ``gAA[:n_A] = dE / dA`` (reverse mode through the stored
+    products ``nodes[node_lo:node_hi]``, those the entries need).
+
+    The entries come sorted by parent, so one pass sums each parent's run
+    ``run = sum_e w_val[e] A[w_last[e]]`` (its energy term ``AA[parent] run``
+    and adjoint ``run``) while adding the adjoints of the ``A`` factors.
     """
-    energy = 0.0
-    for e in range(w_lo, w_hi):
-        energy += w_val[e] * AA[w_parent[e]] * A[w_last[e]]
+    L = ENERGY_LANES
+    AA[AA.shape[0] - 1, :] = 1.0
+    for t in range(node_lo, node_hi):  # the density trick, lane by lane
+        k = nodes[t]
+        p, q = tree_parent[k], tree_last[k]
+        for s in range(L):
+            AA[n_A + k, s] = AA[p, s] * AA[q, s]
+    energy[:] = 0.0
     if not with_forces:
-        return energy
-    gAA[:] = 0.0
-    for e in range(w_lo, w_hi):
-        gAA[w_parent[e]] += w_val[e] * A[w_last[e]]
-        gAA[w_last[e]] += w_val[e] * AA[w_parent[e]]
+        for e in range(w_lo, w_hi):
+            p, q, v = w_parent[e], w_last[e], w_val[e]
+            for s in range(L):
+                energy[s] += v * AA[p, s] * AA[q, s]
+        return
+    gAA[:n_A, :] = 0.0  # only the slots this element reads or writes
+    for t in range(node_lo, node_hi):
+        gAA[n_A + nodes[t], :] = 0.0
+    gAA[gAA.shape[0] - 1, :] = 0.0
+    if w_hi > w_lo:
+        parent = w_parent[w_lo]
+        run[:] = 0.0
+        for e in range(w_lo, w_hi):
+            if w_parent[e] != parent:
+                for s in range(L):
+                    energy[s] += AA[parent, s] * run[s]
+                    gAA[parent, s] += run[s]
+                    run[s] = 0.0
+                parent = w_parent[e]
+            q, v = w_last[e], w_val[e]
+            for s in range(L):
+                run[s] += v * AA[q, s]
+                gAA[q, s] += v * AA[parent, s]
+        for s in range(L):
+            energy[s] += AA[parent, s] * run[s]
+            gAA[parent, s] += run[s]
     for t in range(node_hi - 1, node_lo - 1, -1):
         k = nodes[t]
-        gk = gAA[n_A + k]
-        if gk != 0.0:
-            gAA[tree_parent[k]] += gk * A[tree_last[k]]
-            gAA[tree_last[k]] += gk * AA[tree_parent[k]]
+        p, q = tree_parent[k], tree_last[k]
+        for s in range(L):
+            g = gAA[n_A + k, s]
+            gAA[p, s] += g * AA[q, s]
+            gAA[q, s] += g * AA[p, s]
+
+
+@njit(cache=True)
+def pair_forces(i, first, nbr, D, species, gA, lane, R, dR, Y, dY, nl_n, nl_l, nl_offset, n_nlm, f_pair):
+    """``f_pair[p] = dE_i / dr_j`` for every pair ``p`` of atom ``i`` from ``gA[:, lane] = dE_i / dA``
+    and the pair buffers ``R, dR, Y, dY`` that :func:`atomic_base` kept."""
     for q in range(first[i + 1] - first[i]):
         p = first[i] + q
         r = math.sqrt(D[p, 0] ** 2 + D[p, 1] ** 2 + D[p, 2] ** 2)
@@ -352,7 +420,7 @@ def atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_
             l = nl_l[k]
             a = block + nl_offset[k]
             for mm in range(2 * l + 1):
-                w = gAA[a + mm]
+                w = gA[a + mm, lane]
                 lm = l * l + mm
                 radial = w * dRn * Y[q, lm]
                 wR = w * Rn
@@ -362,7 +430,6 @@ def atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_
         f_pair[p, 0] = fx
         f_pair[p, 1] = fy
         f_pair[p, 2] = fz
-    return energy
 
 
 # ---------------------------------------------------------------- drivers
@@ -485,17 +552,20 @@ def compute_feature_gradients_virial(structure_start, first, nbr, D, species, fa
 @njit(cache=True)
 def compute_energies_forces(first, nbr, D, species, family, params, n_radial, l_max, nl_n, nl_l,
                             nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent, w_last,
-                            w_val, node_indptr, nodes, max_pairs, n_chunks, with_forces, energies, f_pair):
+                            w_val, node_indptr, nodes, max_pairs, lane_work, with_forces, energies, f_pair):
     """Atomic energies and pair forces ``f_pair[p] = dE_i / dr_j`` (adjoint, parallel over atoms).
 
     The fitted coefficients come folded into the product space
     (:func:`skace.maths.basis.fold_coefficients`): for central element ``e``,
     entries ``w_indptr[e]:w_indptr[e + 1]`` of ``(w_parent, w_last, w_val)``,
     which read the stored products ``nodes[node_indptr[e]:node_indptr[e + 1]]``.
+    ``lane_work`` (``(n_threads, 2, n_A + n_tree + 1, ENERGY_LANES)``, from
+    :func:`lane_work`) holds each thread's products and adjoints: kept between
+    calls, so that small structures (MD) do not pay for fresh pages each step.
     """
     compute_energies_forces_range(0, species.shape[0], first, nbr, D, species, family, params, n_radial, l_max,
                                   nl_n, nl_l, nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent,
-                                  w_last, w_val, node_indptr, nodes, max_pairs, n_chunks, with_forces, energies,
+                                  w_last, w_val, node_indptr, nodes, max_pairs, lane_work, with_forces, energies,
                                   f_pair)
 
 
@@ -515,8 +585,9 @@ def sum_rows_by_group(values, group_start, row_offset, row_width, out):
 @njit(cache=True, parallel=True)
 def compute_energies_forces_range(lo, hi, first, nbr, D, species, family, params, n_radial, l_max, nl_n, nl_l,
                                   nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent, w_last,
-                                  w_val, node_indptr, nodes, max_pairs, n_chunks, with_forces, energies, f_pair):
-    """:func:`compute_energies_forces` for the atoms ``lo:hi`` only (parallel over them).
+                                  w_val, node_indptr, nodes, max_pairs, lane_work, with_forces, energies, f_pair):
+    """:func:`compute_energies_forces` for the atoms ``lo:hi`` only (parallel over groups of them,
+    one block of ``lane_work`` per thread).
 
     ``first[lo:hi + 1]`` indexes this range's pairs in ``nbr``, ``D`` and
     ``f_pair`` (it may start at 0); ``species`` and ``nbr`` are global, so a
@@ -524,21 +595,39 @@ def compute_energies_forces_range(lo, hi, first, nbr, D, species, family, params
     one chunk.
     """
     prefac = harmonic_prefactors(l_max)
-    n_AA = n_A + tree_parent.shape[0]
-    for c in prange(n_chunks):
-        c_lo, c_hi = _chunk_bounds(hi - lo, n_chunks, c)
-        A, AA, R, dR, Y, dY = _environment_buffers(n_A, n_AA, max_pairs, n_radial, l_max)
-        gAA = np.empty(n_AA + 1)
-        for i in range(lo + c_lo, lo + c_hi):
-            atomic_base(i, first, nbr, D, species, family, params, n_radial, l_max, prefac,
-                        nl_n, nl_l, nl_offset, n_nlm, A, R, dR, Y, dY)
-            e = species[i]
-            needed_products_forward(A, AA, tree_parent, tree_last, n_A, nodes, node_indptr[e],
-                                    node_indptr[e + 1])
-            energies[i] = atom_energy_adjoint(i, first, nbr, D, species, A, AA, gAA, R, dR, Y, dY, nl_n, nl_l,
-                                              nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr[e],
-                                              w_indptr[e + 1], w_parent, w_last, w_val, nodes, node_indptr[e],
-                                              node_indptr[e + 1], with_forces, f_pair)
+    L = ENERGY_LANES
+    order, group_start = element_groups(species, lo, hi)
+    n_groups = group_start.shape[0] - 1
+    n_lm = (l_max + 1) ** 2
+    n_work = min(lane_work.shape[0], n_groups)
+    for c in prange(n_work):
+        g_lo, g_hi = _chunk_bounds(n_groups, n_work, c)
+        A = np.empty(n_A)
+        AA = lane_work[c, 0]
+        gAA = lane_work[c, 1]
+        run = np.empty(L)
+        energy = np.empty(L)
+        R = np.empty((L, max_pairs, n_radial))
+        dR = np.empty((L, max_pairs, n_radial))
+        Y = np.empty((L, max_pairs, n_lm))
+        dY = np.empty((L, max_pairs, n_lm, 3))
+        for g in range(g_lo, g_hi):
+            t0, n_s = group_start[g], group_start[g + 1] - group_start[g]
+            e = species[order[t0]]
+            AA[:n_A, :] = 0.0  # idle lanes compute from A = 0
+            for s in range(n_s):
+                atomic_base(order[t0 + s], first, nbr, D, species, family, params, n_radial, l_max, prefac,
+                            nl_n, nl_l, nl_offset, n_nlm, A, R[s], dR[s], Y[s], dY[s])
+                AA[:n_A, s] = A
+            atoms_energy_adjoint(n_A, AA, gAA, run, tree_parent, tree_last, w_indptr[e], w_indptr[e + 1],
+                                 w_parent, w_last, w_val, nodes, node_indptr[e], node_indptr[e + 1],
+                                 with_forces, energy)
+            for s in range(n_s):
+                i = order[t0 + s]
+                energies[i] = energy[s]
+                if with_forces:
+                    pair_forces(i, first, nbr, D, species, gAA, s, R[s], dR[s], Y[s], dY[s], nl_n, nl_l,
+                                nl_offset, n_nlm, f_pair)
 
 
 @njit(cache=True)
