@@ -320,8 +320,11 @@ def _product_rule(target, d_parent, a_last, aa_parent, d_last, P, lo, hi, overwr
 #: Atoms of one element whose energies :func:`atoms_energy_adjoint` evaluates together, one per
 #: SIMD lane: each folded coefficient is read once for all of them (the folded arrays of a default
 #: rMD17 model are several MB per element, too large for the caches, so one atom at a time the
-#: pass over them was bound by memory bandwidth).
-ENERGY_LANES = 8
+#: pass over them was bound by memory bandwidth). A group costs the same however few of its lanes
+#: hold atoms, and a molecule leaves most groups part-filled: on the default aspirin model (1
+#: thread, us/atom batch / one structure at a time) 4 lanes gave 636 / 787, 8 gave 576 / 862, 16
+#: gave 495 / 1096, one atom at a time 1335-1473 / 1421.
+ENERGY_LANES = 4
 
 
 def lane_work(n_tree_rows, n_threads, work=None):
