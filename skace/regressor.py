@@ -824,12 +824,17 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     def _lane_work(self):
         """The energy kernel's per-thread work arrays (:func:`skace.kernels.ace.lane_work`), kept
         between calls and not pickled: MD evaluates one small structure per step, and fresh
-        arrays of this size (megabytes) cost it a page fault per 4 KiB."""
+        arrays of this size (megabytes) cost it a page fault per 4 KiB. One set per calling
+        Python thread, so that threads predicting with one model do not share them."""
+        import threading
+
         import numba
 
         rows = self.descriptor_.compiled_.n_A + len(self.descriptor_.compiled_.tree_parent) + 1
-        self._lane_work_cache = _k.lane_work(rows, numba.get_num_threads(), self.__dict__.get("_lane_work_cache"))
-        return self._lane_work_cache
+        cache = self.__dict__.setdefault("_lane_work_cache", {})
+        key = threading.get_ident()
+        cache[key] = _k.lane_work(rows, numba.get_num_threads(), cache.get(key))
+        return cache[key]
 
     # --------------------------------------------------------- prediction
     def _evaluate(self, structures, forces=True, stress=False, _raw=False):
