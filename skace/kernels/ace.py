@@ -79,16 +79,6 @@ def products_forward(A, AA, tree_parent, tree_last, n_A):
 
 
 @njit(cache=True)
-def needed_products_forward(A, AA, tree_parent, tree_last, n_A, nodes, lo, hi):
-    """:func:`products_forward` for the stored products ``nodes[lo:hi]`` only (ascending)."""
-    AA[:n_A] = A
-    for t in range(lo, hi):
-        k = nodes[t]
-        AA[n_A + k] = AA[tree_parent[k]] * A[tree_last[k]]
-    AA[AA.shape[0] - 1] = 1.0
-
-
-@njit(cache=True)
 def features_from_products(A, AA, indptr, parent, last, vals, row_lo, row_hi, out):
     """``out[r - row_lo] = sum_e vals[e] AA[parent[e]] A[last[e]]`` for rows ``row_lo:row_hi``."""
     for r in range(row_lo, row_hi):
@@ -556,7 +546,8 @@ def compute_feature_gradients_virial(structure_start, first, nbr, D, species, fa
 def compute_energies_forces(first, nbr, D, species, family, params, n_radial, l_max, nl_n, nl_l,
                             nl_offset, n_nlm, n_A, tree_parent, tree_last, w_indptr, w_parent, w_last,
                             w_val, node_indptr, nodes, max_pairs, lane_work, with_forces, energies, f_pair):
-    """Atomic energies and pair forces ``f_pair[p] = dE_i / dr_j`` (adjoint, parallel over atoms).
+    """Atomic energies and pair forces ``f_pair[p] = dE_i / dr_j`` (adjoint, parallel over groups
+    of :data:`ENERGY_LANES` atoms of one element).
 
     The fitted coefficients come folded into the product space
     (:func:`skace.maths.basis.fold_coefficients`): for central element ``e``,
