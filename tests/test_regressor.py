@@ -897,6 +897,30 @@ def test_energy_lanes_match_the_features(mixed_model, cho_truth):
                                F, rtol=0, atol=1e-11 * np.abs(F).max())
 
 
+def test_energy_work_arrays_are_reused_per_thread_and_not_saved(mixed_model, cho_truth):
+    """The energy kernel's work arrays stay with the model between calls (MD), are remade when
+    the thread count changes, and are neither pickled nor shared between Python threads."""
+    import pickle
+    import threading
+
+    X = cho_truth.test[:2]
+    E = mixed_model.predict(X)
+    work = mixed_model._lane_work()
+    assert mixed_model._lane_work() is work
+    assert "_lane_work_cache" not in pickle.loads(pickle.dumps(mixed_model)).__dict__
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(mixed_model)).predict(X), E)
+    other = {}
+    thread = threading.Thread(target=lambda: other.setdefault("work", mixed_model._lane_work()))
+    thread.start()
+    thread.join()
+    assert other["work"] is not work
+    mixed_model.set_params(n_jobs=1)
+    try:
+        np.testing.assert_allclose(mixed_model.predict(X), E, rtol=1e-13)
+    finally:
+        mixed_model.set_params(n_jobs=None)
+
+
 def test_each_element_evaluates_only_the_products_it_needs(cho_truth):
     """A hydrogen centre with a smaller basis (``center_max_degree``) reads a strict subset
     of the product tree; energies and forces from the pruned tree equal c . B_i and
