@@ -853,6 +853,16 @@ def test_stress_needs_cell_volume(mixed_model):
                                atol=1e-6 * max(np.abs(voigt).max(), 1e-3))
 
 
+def atomic_energies_from_features(model, X):
+    """``E0[Z_i] + c . B_i`` of every atom of ``X``, from per-atom features (the slow route)."""
+    d = model.descriptor_
+    per_atom = clone(d).set_params(per_atom=True).fit(X)
+    assert per_atom.elements_ == d.elements_
+    e0 = np.array([model.e0_[el] for el in d.elements_])
+    species = np.array([d.elements_.index(s) for a in X for s in a.get_chemical_symbols()])
+    return per_atom.transform(X) @ model.coef_ + e0[species]
+
+
 def test_energy_forces_and_atomic_energies_consistent(mixed_model, cho_truth):
     X = list(molecule_and_cell()) + cho_truth.test[:3]
     E = mixed_model.predict(X)
@@ -864,13 +874,7 @@ def test_energy_forces_and_atomic_energies_consistent(mixed_model, cho_truth):
     assert ea.shape == (sum(len(a) for a in X),)
     bounds = np.cumsum([0] + [len(a) for a in X])
     np.testing.assert_allclose([ea[i:j].sum() for i, j in zip(bounds[:-1], bounds[1:])], E, rtol=1e-13)
-    # atomic energies = E0 + c . B_i (per-atom features)
-    d = mixed_model.descriptor_
-    per_atom = clone(d).set_params(per_atom=True).fit(X)
-    assert per_atom.elements_ == d.elements_
-    e0 = np.array([mixed_model.e0_[el] for el in d.elements_])
-    species = np.array([d.elements_.index(s) for a in X for s in a.get_chemical_symbols()])
-    np.testing.assert_allclose(ea, per_atom.transform(X) @ mixed_model.coef_ + e0[species], rtol=1e-12)
+    np.testing.assert_allclose(ea, atomic_energies_from_features(mixed_model, X), rtol=1e-12)
 
 
 def test_energy_lanes_match_the_features(mixed_model, cho_truth):
@@ -884,11 +888,8 @@ def test_energy_lanes_match_the_features(mixed_model, cho_truth):
     symbols = [s for a in X for s in a.get_chemical_symbols()]
     counts = [symbols.count(e) for e in d.elements_]
     assert max(counts) > 2 * ENERGY_LANES and any(c % ENERGY_LANES for c in counts)
-    per_atom = clone(d).set_params(per_atom=True).fit(X)
-    e0 = np.array([mixed_model.e0_[el] for el in d.elements_])
-    species = np.array([d.elements_.index(s) for s in symbols])
-    np.testing.assert_allclose(mixed_model.predict_atomic_energies(X),
-                               per_atom.transform(X) @ mixed_model.coef_ + e0[species], rtol=1e-12)
+    np.testing.assert_allclose(mixed_model.predict_atomic_energies(X), atomic_energies_from_features(mixed_model, X),
+                               rtol=1e-12)
     F = -(d.transform_gradient(X) @ mixed_model.coef_)
     np.testing.assert_allclose(mixed_model.predict_forces(X), F, rtol=0, atol=1e-11 * np.abs(F).max())
     backwards = mixed_model.predict_forces(X[::-1])
