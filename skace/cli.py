@@ -368,6 +368,8 @@ def cmd_explain(args):
 def cmd_export(args):
     from .io import load_potential
 
+    if args.spline_step <= 0:
+        raise ValueError(f"--spline-step must be positive, got {args.spline_step}")
     output_path(args.output, "-o", args.model)
     model = load_potential(args.model)
     info = model.export_yace(args.output, degree=args.degree, spline_step=args.spline_step)
@@ -492,7 +494,7 @@ def build_parser():
     p = sub.add_parser("export", help="write a saved model as an ML-PACE .yace potential (LAMMPS pair_style pace)")
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="output .yace file")
-    p.add_argument("--spline-step", type=_positive_float, default=1e-3,
+    p.add_argument("--spline-step", type=float, default=1e-3,
                    help="PACE's radial table spacing in Å (deltaSplineBins; default 0.001)")
     p.add_argument("--degree", type=_positive_int, default=None,
                    help="polynomial degree of the radial projection (default: automatic)")
