@@ -189,11 +189,8 @@ class LinearSystem:
         """
         if use_design and (self.XF is not None or self.mF == 0):
             # Fortran order, which the SVD then overwrites instead of copying
-            X, y = self.weighted_design(energy_weight, force_weight, e0, joint_e0, stress_weight)
-            if consume:
-                self.XF = None
-            scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
-            X /= scale
+            X, y, scale = self.scaled_design(energy_weight, force_weight, e0, prior, joint_e0, stress_weight,
+                                             standardize, consume)
             groups = self.row_groups(stress_weight, force_weight)
             if groups is not None and X.shape[0] * min(X.shape) * 8 > CV_MAX_BYTES:
                 groups = None  # the left singular vectors would be too large to keep
@@ -203,6 +200,17 @@ class LinearSystem:
         for i0 in range(0, len(scale), 1024):  # in row blocks: no full-size temporaries
             G[i0:i0 + 1024] /= scale[i0:i0 + 1024, None] * scale[None, :]
         return Spectrum.from_gram(G, b / scale, yy, m), scale
+
+    def scaled_design(self, energy_weight, force_weight, e0, prior, joint_e0=False, stress_weight=0.0,
+                      standardize=True, consume=False):
+        """``(X, y, scale)``: :meth:`weighted_design` with its columns divided by
+        ``scale`` (:func:`column_scale`); ``consume`` releases the force rows once copied."""
+        X, y = self.weighted_design(energy_weight, force_weight, e0, joint_e0, stress_weight)
+        if consume:
+            self.XF = None
+        scale = column_scale(np.sqrt(np.einsum("ij,ij->j", X, X)), prior, standardize)
+        X /= scale
+        return X, y, scale
 
     def weighted_design(self, energy_weight, force_weight, e0, joint_e0=False, stress_weight=0.0):
         """``(X, y)``: the weighted rows (energy, force, virial) of a system that keeps its design,
@@ -415,6 +423,21 @@ def fitting_rows(structures, with_forces=True, stress_index=()):
     """Rows of a fit of ``structures``: an energy each, the force components of their atoms
     ``with_forces``, 6 stress components per structure in ``stress_index`` (``read_stress``)."""
     return len(structures) + (3 * sum(len(a) for a in structures) if with_forces else 0) + 6 * len(stress_index)
+
+
+#: Work ``rows^2 x unknowns`` above which a wide design (fewer rows than unknowns) is solved
+#: in its dual form (:class:`skace.linalg.KernelSolver`, Cholesky factorisations of
+#: ``X X^T``) rather than by its SVD. The SVD's reduction is memory bound: rMD17 ethanol, 250
+#: configurations (7000 x 37062, 1.8e12) took 270 s by SVD, 25 s to form ``X X^T`` and 2 s per
+#: factorisation. Below it (fits of 50 to 100 configurations) the SVD costs little and
+#: resolves the weakest regularisation these fits choose exactly.
+KERNEL_MIN_WORK = 1e12
+
+
+def kernel_pays(rows, unknowns):
+    """Whether a design-route fit of ``rows`` x ``unknowns`` is solved in dual form
+    (:data:`KERNEL_MIN_WORK`)."""
+    return rows < unknowns and float(rows) ** 2 * unknowns >= KERNEL_MIN_WORK
 
 
 def few_data(rows, unknowns):

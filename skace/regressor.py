@@ -16,10 +16,10 @@ from . import streaming as _streaming
 from .baselines import baseline_terms
 from .descriptor import ACETransformer, _check_device, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale, few_data,
-                      energy_row_scale, fingerprint, fitting_rows, physical_memory, read_stress, read_targets,
-                      svd_exceeds_memory)
+                      energy_row_scale, fingerprint, fitting_rows, kernel_pays, physical_memory, read_stress,
+                      read_targets, svd_exceeds_memory)
 from .kernels import ace as _k
-from .linalg import GRAM_JITTER, FactorOnDemand, GramSolver, ard
+from .linalg import GRAM_JITTER, FactorOnDemand, GramSolver, KernelPosterior, KernelSolver, ard
 from .maths.basis import fold_coefficients, needed_products
 from .maths.priors import PRIORS, smoothness_prior
 from .structures import as_structure_list, species_indices
@@ -313,7 +313,13 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         fits use the Gram matrix, assembled in chunks. Fits with at most 3/4
         as many rows as features (few training structures) always use the
         design: it is then the smaller matrix, and the evidence of a fit
-        that can interpolate needs its exact zero singular values.
+        that can interpolate needs its exact zero singular values. With the
+        "bayesian" solver, such a design whose rows^2 x features exceeds
+        ``skace.fitting.KERNEL_MIN_WORK`` (1e12: rMD17 fits of 250
+        configurations) is solved in dual form instead, by Cholesky
+        factorisations of ``X X^T`` (``skace.linalg.KernelSolver``: the same
+        model, several times faster than the SVD, without
+        ``regularization_path``).
     svd_memory_limit : int or "auto", default="auto"
         Largest estimated memory (bytes) of that SVD for an underdetermined fit
         (``skace.fitting.svd_bytes``: about ``8 (2 m n + 2.5 m^2)`` for ``m``
@@ -371,16 +377,21 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         or at the smallest ``alpha_`` whose Gram matrix it could factorise
         (then set by rounding). ``alpha_`` is then not an evidence maximum;
         the fit is still a valid ridge fit. Always False on the SVD and
-        eigendecomposition routes, which have their own fallback.
+        eigendecomposition routes, which have their own fallback; on the
+        dual route (``design_limit``), the search's own verdict on its range
+        (``1e-16`` of the largest squared singular value), for the evidence
+        or, where that interpolates, the leave-one-structure-out error.
     cv_scores_ : ndarray (n, 2) or None
-        ``solver="cv"``, and "bayesian" fits that ``svd_memory_limit`` moved to
-        the Gram route: the alphas scored (in ``alpha_``'s units) and the mean
-        squared held-out residual per weighted row at each; None otherwise.
+        ``solver="cv"``, "bayesian" fits that ``svd_memory_limit`` moved to
+        the Gram route, and "bayesian" fits on the dual route whose evidence
+        interpolates (leave-one-structure-out): the alphas scored (in
+        ``alpha_``'s units) and the mean squared held-out residual per
+        weighted row at each; None otherwise.
     evidence_scores_ : ndarray (n, 2) or None
         Bayesian fits on the Cholesky route (more features than
-        ``eigen_limit``): every alpha the evidence search scored (in
-        ``alpha_``'s units, one Cholesky factorisation each) and its log
-        evidence; None otherwise.
+        ``eigen_limit``) and on the dual route (``design_limit``): every alpha
+        the evidence search scored (in ``alpha_``'s units, one Cholesky
+        factorisation each) and its log evidence; None otherwise.
     prior_order_ : float
         Order of the smoothness prior used (``prior_order``, resolved if "auto").
     prior_l_weight_, prior_correlation_weight_ : float
@@ -708,6 +719,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 self._posterior = ("cholesky", None, FactorOnDemand(gs, lam), beta)
             self.alpha_ = lam
             return gs.ridge(lam) / scale
+        rows = len(system.yE) + (system.mF if force_weight > 0 else 0) + (system.mS if stress_weight > 0 else 0)
+        if use_design and self.solver == "bayesian" and kernel_pays(rows, system.XE.shape[1] if joint
+                                                                      else system.n_features):
+            return self._solve_dual(system, e0, gamma, energy_weight, force_weight, joint, stress_weight, consume)
         with_cv = self.solver == "cv"
         skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, prior_shape, joint,
                 stress_weight, self.standardize, with_cv)
@@ -748,6 +763,22 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.alpha_ = alpha
         self.spectrum_ = spec
         return spec.ridge(alpha) / scale
+
+    def _solve_dual(self, system, e0, gamma, energy_weight, force_weight, joint, stress_weight, consume):
+        """Bayesian ridge of a wide design in dual form (:class:`skace.linalg.KernelSolver`):
+        the model of the SVD route, at a fraction of its cost for large designs."""
+        X, y, scale = system.scaled_design(energy_weight, force_weight, e0, gamma, joint, stress_weight,
+                                           self.standardize, consume)
+        ks = KernelSolver(X, y, system.row_groups(stress_weight, force_weight))
+        alpha, beta, self.log_evidence_ = ks.evidence_search()
+        lam = ks.scored(alpha / beta)
+        self.alpha_limited_ = ks.limited
+        self.evidence_scores_ = ks.evidence_scores()
+        if ks.cv_scores:
+            self.cv_scores_ = np.array(sorted(ks.cv_scores.items()))
+        self.beta_, self.alpha_, self.scale_ = beta, lam, scale
+        self._posterior = ("kernel", None, KernelPosterior(ks, lam), beta)
+        return ks.coefficients(lam) / scale
 
     @staticmethod
     def _alpha_grid(spec):
@@ -806,7 +837,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         if spec is None:
             raise ValueError(
                 "regularization_path needs the spectral decomposition of a ridge, gcv or bayesian fit "
-                "(not kept for ard, for fits with more features than eigen_limit, or after unpickling)"
+                "(not kept for ard, for fits with more features than eigen_limit, for wide designs solved in "
+                "dual form above skace.fitting.KERNEL_MIN_WORK, or after unpickling)"
             )
         rows = [dict(alpha=float(a), rss=spec.residual(a), dof=spec.dof(a), gcv=spec.gcv(a)) for a in alphas]
         return pd.DataFrame(rows)
@@ -966,6 +998,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
 
             L = L.get() if isinstance(L, FactorOnDemand) else L
             var = np.sum(solve_triangular(L, x.T, lower=True) ** 2, axis=0) / null
+        elif kind == "kernel":  # Sigma = (X^T X + lam I)^-1 / beta, from the dual factor
+            var = L.variance(x) / null
         elif kind == "ard":
             var = np.sum((x[:, kept] @ L) ** 2, axis=1)
         else:

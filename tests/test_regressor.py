@@ -1438,3 +1438,43 @@ def test_cv_solver_energy_only_leaves_one_structure_out(noisy_cho):
         one = ACERegressor(ACETransformer(**KW), e0=dict(E0), solver="cv", force_weight=0.0,
                            design_limit=BIG).fit(noisy_cho[:1])
     assert one.cv_scores_ is None and one.spectrum_.cv is None
+
+
+def test_dual_route_fits_the_design_routes_model(noisy_cho, cho_truth, monkeypatch):
+    """Wide designs above KERNEL_MIN_WORK are solved in dual form (Cholesky factorisations of
+    X X^T instead of the SVD): the same Bayesian model, so the explicit posterior mean, the
+    log evidence and the predictive std hold at the alpha it chose, it predicts as the SVD
+    route does, and its posterior pickles (or is dropped when large) like the others."""
+    import skace.regressor as reg
+
+    train = noisy_cho[:10]
+    desc = ACETransformer(cutoff=4.0, correlation_order=3, max_degree=6)
+    svd = ACERegressor(desc, e0=dict(E0), design_limit=BIG).fit(train)
+    monkeypatch.setattr(skace.fitting, "KERNEL_MIN_WORK", 0)
+    model = ACERegressor(desc, e0=dict(E0), design_limit=BIG).fit(train)
+    assert model._posterior[0] == "kernel" and svd._posterior[0] == "bayesian"
+    X, y = weighted_design(model, train)
+    Xs = X / model.scale_
+    assert Xs.shape[0] < Xs.shape[1]
+    beta = model.beta_
+    a = model.alpha_ * beta
+    H = a * np.eye(Xs.shape[1]) + beta * Xs.T @ Xs
+    d = beta * np.linalg.solve(H, Xs.T @ y)
+    np.testing.assert_allclose(model.coef_ * model.scale_, d, rtol=0, atol=1e-6 * np.abs(d).max())
+    assert model.log_evidence_ == pytest.approx(gaussian_log_evidence(Xs, y, a, beta), rel=1e-8)
+    Xq = cho_truth.test
+    x = model.descriptor_.transform(Xq) / model.scale_
+    var = np.einsum("ij,ij->i", x, np.linalg.solve(H, x.T).T)
+    noise = np.array([len(s) for s in Xq]) / (beta * 30.0**2)
+    E, std = model.predict(Xq, return_std=True)
+    np.testing.assert_allclose(std, np.sqrt(var + noise), rtol=1e-6)
+    # the routes' searches differ (a grid, a frugal bracket): their choices agree in effect
+    assert abs(np.log10(model.alpha_ / svd.alpha_)) < 0.5
+    truth = np.array([s.info["energy"] for s in Xq])
+    assert np.mean(np.abs(E - truth)) < 1.1 * np.mean(np.abs(svd.predict(Xq) - truth))
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(model)).predict(Xq, return_std=True)[1], std, rtol=1e-10)
+    monkeypatch.setattr(reg, "POSTERIOR_SAVE_BYTES", 0)
+    loaded = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(loaded.predict(Xq), E)
+    with pytest.raises(ValueError, match="not saved"):
+        loaded.predict(Xq, return_std=True)
