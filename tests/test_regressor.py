@@ -1468,6 +1468,8 @@ def test_dual_route_fits_the_design_routes_model(noisy_cho, cho_truth, monkeypat
     noise = np.array([len(s) for s in Xq]) / (beta * 30.0**2)
     E, std = model.predict(Xq, return_std=True)
     np.testing.assert_allclose(std, np.sqrt(var + noise), rtol=1e-6)
+    # the evidence decides here on both routes (no validation fallback)
+    assert svd.spectrum_.cv is None and model.cv_scores_ is None
     # the routes' searches differ (a grid, a frugal bracket): their choices agree in effect
     assert abs(np.log10(model.alpha_ / svd.alpha_)) < 0.5
     truth = np.array([s.info["energy"] for s in Xq])
@@ -1478,3 +1480,20 @@ def test_dual_route_fits_the_design_routes_model(noisy_cho, cho_truth, monkeypat
     np.testing.assert_array_equal(loaded.predict(Xq), E)
     with pytest.raises(ValueError, match="not saved"):
         loaded.predict(Xq, return_std=True)
+
+
+
+def test_dual_route_validates_where_the_design_route_does(cho_truth, monkeypatch):
+    """Exact data: the evidence rises as the regularisation vanishes, and both routes choose
+    alpha by leave-one-structure-out validation on the same 0.5-decade grid near its minimum
+    (this curve has two minima: a bracket search would stop in the wrong one); not where the
+    SVD route could not keep its left singular vectors (CV_MAX_BYTES)."""
+    train = cho_truth.train[:10]
+    desc = ACETransformer(cutoff=4.0, correlation_order=3, max_degree=6)
+    svd = ACERegressor(desc, e0=dict(E0), design_limit=BIG).fit(train)
+    monkeypatch.setattr(skace.fitting, "KERNEL_MIN_WORK", 0)
+    dual = ACERegressor(desc, e0=dict(E0), design_limit=BIG).fit(train)
+    assert svd.spectrum_.cv is not None and dual.cv_scores_ is not None
+    assert np.log10(dual.alpha_ / svd.alpha_) == pytest.approx(0.0, abs=0.01)
+    monkeypatch.setattr(skace.regressor, "CV_MAX_BYTES", 0)
+    assert ACERegressor(desc, e0=dict(E0), design_limit=BIG).fit(train).cv_scores_ is None
