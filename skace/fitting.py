@@ -436,7 +436,14 @@ KERNEL_MIN_WORK = 1e12
 
 def kernel_pays(rows, unknowns):
     """Whether a design-route fit of ``rows`` x ``unknowns`` is solved in dual form
-    (:data:`KERNEL_MIN_WORK`)."""
+    (:data:`KERNEL_MIN_WORK`).
+
+    Examples
+    --------
+    >>> from skace.fitting import kernel_pays
+    >>> kernel_pays(250 * 28, 37062), kernel_pays(50 * 28, 54009)  # rMD17 ethanol, 250 and 50
+    (True, False)
+    """
     return rows < unknowns and float(rows) ** 2 * unknowns >= KERNEL_MIN_WORK
 
 

@@ -392,7 +392,18 @@ class FactorOnDemand:
 class KernelPosterior:
     """Posterior of a :class:`KernelSolver` fit at ``lam``: ``variance(x)`` is
     ``x (X^T X + lam I)^{-1} x^T`` per row (times ``1 / beta``, the covariance). It holds the
-    solver, i.e. the design and ``X X^T`` (``nbytes``)."""
+    solver, i.e. the design and ``X X^T`` (``nbytes``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skace.linalg import KernelPosterior, KernelSolver
+    >>> X = np.random.default_rng(0).normal(size=(3, 5))
+    >>> post = KernelPosterior(KernelSolver(X, np.ones(3)), 0.1)
+    >>> x = np.eye(5)[:1]
+    >>> bool(np.isclose(post.variance(x)[0], np.linalg.inv(X.T @ X + 0.1 * np.eye(5))[0, 0]))
+    True
+    """
 
     def __init__(self, solver, lam):
         self.solver, self.lam = solver, lam
