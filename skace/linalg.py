@@ -816,9 +816,35 @@ class KernelSolver(GramSolver):
         self.top = _largest_eigenvalue(K) if self.n else 1.0
         self.cv_scores = {}
 
-    def coefficients(self, lam):
-        """``X^T (K + lam I)^{-1} y``: the ridge solution of the primal problem."""
-        return self.X.T @ self.ridge(lam)
+    def coefficients(self, lam, rtol=1e-13, max_iter=50):
+        """``X^T (X X^T + lam I)^{-1} y``: the ridge solution of the primal problem.
+
+        The factor of the computed ``K`` solves a system that rounding has moved by about
+        ``eps`` times its largest eigenvalue, as much as the weakest ``lam`` the search
+        scores (rMD17 ethanol, 500 configurations, ``lam`` at ``1e-16`` of it: energy MAE
+        1.42 meV against the SVD's 1.41). Conjugate gradients on ``X X^T + lam I`` applied
+        through ``X`` (no squaring), preconditioned by that factor, refine it to a relative
+        residual ``rtol``: about ten iterations of two products with ``X`` each.
+        """
+        from scipy.linalg import cho_solve
+
+        X, y = self.X, self.b
+        a = self.ridge(lam)
+        factor = self.factor(lam)
+        r = y - (X @ (X.T @ a) + lam * a)
+        z = cho_solve(factor, r, check_finite=False)
+        p, rz, goal = z.copy(), float(r @ z), rtol * float(np.linalg.norm(y))
+        for _ in range(max_iter):
+            if not np.linalg.norm(r) > goal or rz <= 0:
+                break
+            q = X @ (X.T @ p) + lam * p
+            step = rz / float(p @ q)
+            a += step * p
+            r -= step * q
+            z = cho_solve(factor, r, check_finite=False)
+            rz, previous = float(r @ z), rz
+            p = z + (rz / previous) * p
+        return X.T @ a
 
     def log_evidence_profiled(self, lam):
         """Log evidence at ``alpha / beta = lam`` with the optimal ``beta``; returns (value, beta)."""

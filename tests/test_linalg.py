@@ -504,3 +504,24 @@ def test_kernel_solver_chooses_as_the_design_spectrum_does():
     # the frugal search's choice validates within 5 % of the best point of the SVD route's grid
     # (a local minimum of a curve the grid scans whole: within 0.3 % here)
     assert ks.group_cv_error(a / b) <= 1.05 * np.min(spec.cv[1])
+
+
+def test_kernel_solver_refines_what_rounding_in_x_xt_moves():
+    """At a ridge near eps times the largest eigenvalue of X X^T, the factor of the computed
+    X X^T solves a visibly different system; conjugate gradients through X itself bring the
+    coefficients back to the SVD's."""
+    from skace.linalg import KernelSolver
+
+    rng = np.random.default_rng(6)
+    m, n = 80, 200
+    Q1, _ = np.linalg.qr(rng.normal(size=(m, m)))
+    Q2, _ = np.linalg.qr(rng.normal(size=(n, m)))
+    X = (Q1 * np.logspace(0, -9, m)) @ Q2.T  # squared singular values from 1 to 1e-18
+    y = rng.normal(size=m)
+    spec = Spectrum.from_design(X.copy(), y)
+    ks = KernelSolver(np.asfortranarray(X), y)
+    lam = spec.lam[0] * 1e-15
+    exact = spec.ridge(lam)
+    error = lambda c: np.linalg.norm(c - exact) / np.linalg.norm(exact)  # noqa: E731
+    assert error(ks.coefficients(lam, max_iter=0)) > 1e-4
+    assert error(ks.coefficients(lam)) < 1e-8
