@@ -790,7 +790,9 @@ class KernelSolver(GramSolver):
     times ``m^2 n`` (rMD17 ethanol, 250 configurations, 7000 x 37062: 270 s
     against 25 s for ``K`` and 2 s per factorisation). Rounding in ``K``
     (``eps`` times its largest eigenvalue) limits ``lam`` from below as it
-    does for the Gram route; where the evidence peaks within
+    does for the Gram route, and moves the factor's solution at the weakest
+    ridges, which :meth:`coefficients` refines by conjugate gradients through
+    ``X`` itself; where the evidence peaks within
     :data:`CV_FALLBACK_DECADES` of :data:`KERNEL_SEARCH_LO` (a fit that
     interpolates), the leave-one-group-out error chooses instead, as
     :meth:`Spectrum.evidence_ridge` does, here on a grid with one inversion per
