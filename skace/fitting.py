@@ -161,6 +161,19 @@ class LinearSystem:
             return index
         return np.concatenate([index, np.repeat(index, 3 * self.n_atoms)])
 
+    def n_rows(self, force_weight=1.0, stress_weight=0.0):
+        """Rows of the weighted problem: energies, and force and virial rows where weighted."""
+        return len(self.yE) + (self.mF if force_weight > 0 else 0) + (self.mS if stress_weight > 0 else 0)
+
+    def validation_groups(self, shape, stress_weight=0.0, force_weight=1.0):
+        """:meth:`row_groups` of a design of ``shape``, or None where its left singular vectors
+        (rows x min(shape) doubles) would exceed :data:`CV_MAX_BYTES`: the design routes validate
+        by structure only then."""
+        groups = self.row_groups(stress_weight, force_weight)
+        if groups is not None and shape[0] * min(shape) * 8 > CV_MAX_BYTES:
+            return None  # the left singular vectors would be too large to keep
+        return groups
+
     def combine(self, energy_weight, force_weight, e0, prior, use_design, joint_e0=False, stress_weight=0.0,
                 standardize=True, cv=False, consume=False):
         """Spectral form of the weighted fit, E0 subtracted (and refined jointly if ``joint_e0``).
@@ -191,9 +204,7 @@ class LinearSystem:
             # Fortran order, which the SVD then overwrites instead of copying
             X, y, scale = self.scaled_design(energy_weight, force_weight, e0, prior, joint_e0, stress_weight,
                                              standardize, consume)
-            groups = self.row_groups(stress_weight, force_weight)
-            if groups is not None and X.shape[0] * min(X.shape) * 8 > CV_MAX_BYTES:
-                groups = None  # the left singular vectors would be too large to keep
+            groups = self.validation_groups(X.shape, stress_weight, force_weight)
             return Spectrum.from_design(X, y, groups, overwrite=True, cv=cv), scale
         G, b, yy, m = self.gram(energy_weight, force_weight, e0, joint_e0, stress_weight)
         scale = column_scale(np.sqrt(np.diag(G).copy()), prior, standardize)

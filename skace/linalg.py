@@ -817,6 +817,7 @@ class KernelSolver(GramSolver):
         self.X, self.n_unknowns, self.groups = X, X.shape[1], groups
         self.top = _largest_eigenvalue(K) if self.n else 1.0
         self.cv_scores = {}
+        self._fold_rows = None
 
     def coefficients(self, lam, rtol=1e-13, max_iter=50):
         """``X^T (X X^T + lam I)^{-1} y``: the ridge solution of the primal problem.
@@ -882,9 +883,7 @@ class KernelSolver(GramSolver):
         self._lam = None  # the factor is gone
         total = 0.0
         if info == 0:
-            order = np.argsort(self.groups, kind="stable")
-            for f in np.split(order, np.flatnonzero(np.diff(self.groups[order])) + 1):
-                f = np.sort(f)
+            for f in self._folds():
                 block = np.tril(c[np.ix_(f, f)])
                 block = block + np.tril(block, -1).T
                 try:
@@ -897,6 +896,17 @@ class KernelSolver(GramSolver):
             total = np.inf
         self.cv_scores[lam] = total / self.m
         return self.cv_scores[lam]
+
+    def add_rows(self, X, y):
+        """Not for the dual form: new rows would grow ``X X^T`` itself (refit instead)."""
+        raise NotImplementedError("KernelSolver cannot take rows after it is built: refit with all of them")
+
+    def _folds(self):
+        """Row indices of each group, ascending (computed once)."""
+        if self._fold_rows is None:
+            order = np.argsort(self.groups, kind="stable")  # stable: each fold's rows ascend
+            self._fold_rows = np.split(order, np.flatnonzero(np.diff(self.groups[order])) + 1)
+        return self._fold_rows
 
     def evidence_search(self, start=GRAM_SEARCH_START, step=GRAM_SEARCH_STEP, lo=KERNEL_SEARCH_LO, hi=2.0):
         """``(alpha, beta, log_evidence)``: the evidence's maximum over ``t`` in ``[lo, hi]``

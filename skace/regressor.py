@@ -15,7 +15,7 @@ from . import chunked as _chunked
 from . import streaming as _streaming
 from .baselines import baseline_terms
 from .descriptor import ACETransformer, _check_device, numba_threads
-from .fitting import (CV_MAX_BYTES, SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale,
+from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale,
                       energy_row_scale, few_data, fingerprint, fitting_rows, kernel_pays, physical_memory,
                       read_stress, read_targets, svd_exceeds_memory)
 from .kernels import ace as _k
@@ -602,8 +602,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         joint = self.e0 == "auto"
         fw = 0.0 if energy_only else float(self.force_weight)
         sw = float(self.stress_weight) if use_stress else 0.0
-        rows = sum(len(part.yE) + (part.mF if fw > 0 else 0) + (part.mS if sw > 0 else 0)
-                   for part in (system, system.holdout) if part is not None)
+        rows = sum(part.n_rows(fw, sw) for part in (system, system.holdout) if part is not None)
         unknowns = system.n_features + (len(elements) if joint else 0)
         if isinstance(self.prior_order, str):  # "auto": a fit with clearly fewer rows than unknowns
             order = AUTO_PRIOR_ORDERS[int(clearly_underdetermined(rows, unknowns))]  # leans on its prior
@@ -719,9 +718,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 self._posterior = ("cholesky", None, FactorOnDemand(gs, lam), beta)
             self.alpha_ = lam
             return gs.ridge(lam) / scale
-        rows = len(system.yE) + (system.mF if force_weight > 0 else 0) + (system.mS if stress_weight > 0 else 0)
-        if use_design and self.solver == "bayesian" and kernel_pays(rows, system.XE.shape[1] if joint
-                                                                      else system.n_features):
+        if use_design and self.solver == "bayesian" and kernel_pays(
+                system.n_rows(force_weight, stress_weight), system.XE.shape[1] if joint else system.n_features):
             return self._solve_dual(system, e0, gamma, energy_weight, force_weight, joint, stress_weight, consume)
         with_cv = self.solver == "cv"
         skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, prior_shape, joint,
@@ -773,10 +771,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         evidence's choice, 29.70 at the validation error's)."""
         X, y, scale = system.scaled_design(energy_weight, force_weight, e0, gamma, joint, stress_weight,
                                            self.standardize, consume)
-        groups = system.row_groups(stress_weight, force_weight)
-        if groups is not None and X.shape[0] ** 2 * 8 > CV_MAX_BYTES:
-            groups = None  # as on the SVD route, whose left singular vectors would not be kept
-        ks = KernelSolver(X, y, groups)
+        ks = KernelSolver(X, y, system.validation_groups(X.shape, stress_weight, force_weight))
         alpha, beta, self.log_evidence_ = ks.evidence_search()
         lam = ks.scored(alpha / beta)
         self.alpha_limited_ = ks.limited

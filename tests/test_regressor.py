@@ -1495,5 +1495,5 @@ def test_dual_route_validates_where_the_design_route_does(cho_truth, monkeypatch
     dual = ACERegressor(desc, e0=dict(E0), design_limit=BIG).fit(train)
     assert svd.spectrum_.cv is not None and dual.cv_scores_ is not None
     assert np.log10(dual.alpha_ / svd.alpha_) == pytest.approx(0.0, abs=0.01)
-    monkeypatch.setattr(skace.regressor, "CV_MAX_BYTES", 0)
+    monkeypatch.setattr(skace.fitting, "CV_MAX_BYTES", 0)
     assert ACERegressor(desc, e0=dict(E0), design_limit=BIG).fit(train).cv_scores_ is None
