@@ -527,5 +527,5 @@ def test_kernel_solver_refines_what_rounding_in_x_xt_moves():
     c = ks.coefficients(lam)
     assert error(c) < 1e-8
     # the fitted values too: forming X^T a from the dual's a (large along K's weakest
-    # directions) moved them by 1 % here, as it moved rMD17 energies by a constant
+    # directions) moved them by 0.5 % here, as it moved rMD17 energies by a constant
     assert np.linalg.norm(X @ (c - exact)) < 1e-8 * np.linalg.norm(X @ exact)
