@@ -842,7 +842,7 @@ class KernelSolver(GramSolver):
         factor = self.factor(lam)
         r = y - (X @ c + lam * a)  # the residual of c itself, rounding in X^T a included
         z = cho_solve(factor, r, check_finite=False)
-        p, rz, goal = z.copy(), float(r @ z), rtol * float(np.linalg.norm(y))
+        p, rz, goal = z, float(r @ z), rtol * float(np.linalg.norm(y))
         for _ in range(max_iter):
             if not np.linalg.norm(r) > goal or rz <= 0:
                 break

@@ -1482,7 +1482,6 @@ def test_dual_route_fits_the_design_routes_model(noisy_cho, cho_truth, monkeypat
         loaded.predict(Xq, return_std=True)
 
 
-
 def test_dual_route_validates_where_the_design_route_does(cho_truth, monkeypatch):
     """Exact data: the evidence rises as the regularisation vanishes, and both routes choose
     alpha by leave-one-structure-out validation on the same 0.5-decade grid near its minimum
