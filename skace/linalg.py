@@ -44,8 +44,8 @@ GRAM_JITTER = 1e-11
 #: -16, 1.15 / 5.40 at -16.5, 1.13 / 5.44 at -17, 1.19 / 5.76 at -18).
 GRAM_SEARCH_LO = -18.0
 
-#: First bracket of :class:`GramSolver`'s searches: ``t = start - step, start, start + step``
-#: in ``lam = top * 10**t``. Every evaluation is one Cholesky factorisation (55 s at 23306
+#: Start of :class:`GramSolver`'s searches: ``t = start - step`` and ``start`` in
+#: ``lam = top * 10**t``, then ``start + step`` only if the evidence rises towards it. Every evaluation is one Cholesky factorisation (55 s at 23306
 #: functions, about 220 s at 37062 on two cores), and the Gram route serves large fits, whose
 #: optimum lies low (rMD17 benzene, 1000 configurations: at the bottom, -18; naphthalene 500:
 #: -16.1, see :data:`GRAM_SEARCH_LO`). Starting at -10 in 2-decade steps, benzene's search took
@@ -593,15 +593,16 @@ class GramSolver:
     def evidence_search(self, start=GRAM_SEARCH_START, step=GRAM_SEARCH_STEP, lo=GRAM_SEARCH_LO, hi=-1.0):
         """``(alpha, beta, log_evidence)`` maximising the evidence over ``lam = top * 10**t``.
 
-        Each evaluation costs one factorisation, so the search is frugal: three
-        points ``step`` decades apart around ``start``, moved outwards until the
-        best is interior (within ``[lo, hi]``; at a bound, halved towards it
-        unless the parabola there peaks outside the range), then parabolic
-        steps in ``t`` with a shrinking bracket until it is under half a
-        decade wide, flat (its ends within :data:`EVIDENCE_TOL` of the
-        best), or its parabola peaks within :data:`VERTEX_TOL` of the best
-        point (four to six factorisations when the optimum lies near
-        ``start``, more the further away it is).
+        Each evaluation costs one factorisation, so the search is frugal: two
+        points ``step`` decades apart, ``start - step`` and ``start``, then
+        steps of ``step`` on the side they rise towards until the best is
+        interior (within ``[lo, hi]``; at a bound, halved towards it unless
+        the parabola there peaks outside the range), then parabolic steps in
+        ``t`` with a shrinking bracket until it is under half a decade wide,
+        flat (its ends within :data:`EVIDENCE_TOL` of the best), or its
+        parabola peaks within :data:`VERTEX_TOL` of the best point (three to
+        five factorisations when the optimum lies near ``start``, more the
+        further away it is).
         The solution at every ``lam`` scored is kept, so :meth:`ridge` at the
         answer costs no further factorisation.
         """
@@ -669,8 +670,9 @@ class GramSolver:
         self._lam = None
 
     def _maximise(self, score, start, step, lo, hi, memo=None, tol=0.0):
-        """``lam = top * 10**t`` (``t`` in ``[lo, hi]``) maximising ``score(lam)``: three points
-        ``step`` decades apart around ``start``, moved outwards until the best is interior
+        """``lam = top * 10**t`` (``t`` in ``[lo, hi]``) maximising ``score(lam)``: ``start -
+        step`` and ``start``, then points ``step`` decades apart on the side they rise towards
+        (above ``start`` too where ``start - step`` is the bound) until the best is interior
         (at a bound of the range, halved towards it until the gap is under half a decade,
         unless the parabola through the bound and its neighbours peaks outside the range),
         then parabolic steps with a shrinking bracket until it is under half a decade wide, or
@@ -687,8 +689,13 @@ class GramSolver:
             return memo[lam]
 
         start = min(max(start, lo + step), hi - step)  # the first bracket lies in the range
-        ts = [start - step, start, start + step]
+        # a pair first, then a step towards the side it rises to: a third point on the other
+        # side (large fits peak below start) would cost a factorisation and decide nothing
+        ts = [start - step, start]
         vals = [f(t) for t in ts]
+        if vals[1] >= vals[0] or ts[0] <= lo:
+            ts.append(start + step)
+            vals.append(f(ts[-1]))
         while True:
             k = int(np.argmax(vals))
             if k == 0 and ts[0] > lo:  # outwards by a step, or to the bound if that is nearer

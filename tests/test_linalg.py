@@ -362,9 +362,9 @@ BENZENE_1000_EVIDENCE = {-18.0: 229521.0, -17.625: 226074.8, -17.25: 222306.6, -
 
 
 @pytest.mark.parametrize("peak, n_points, answer", [
-    ("benzene", 4, -18.0),  # the parabola through -18, -16.5, -15 peaks near -23: no halving
-    (-20.0, 4, -18.0),
-    (-17.6, 6, -17.6),  # a maximum just inside the range is still found by halving
+    ("benzene", 3, -18.0),  # the parabola through -18, -16.5, -15 peaks near -23: no halving
+    (-20.0, 3, -18.0),
+    (-17.6, 5, -17.6),  # a maximum just inside the range is still found by halving
 ])
 def test_search_at_a_bound_halves_only_towards_an_interior_peak(peak, n_points, answer):
     from scipy.interpolate import CubicSpline
@@ -385,6 +385,38 @@ def test_search_at_a_bound_halves_only_towards_an_interior_peak(peak, n_points, 
     lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, tol=EVIDENCE_TOL)
     assert len(scored) <= n_points, scored
     assert abs(np.log10(lam) - answer) <= 0.25, scored
+
+
+#: rMD17 1000-configuration fits (37062 functions; 177 s per factorisation): the points their
+#: searches scored from ``t = -15, -13.5, -16.5`` (profiled log evidence against
+#: ``t = log10(lam / top)``; benchmarks/results/rmd17_1000_s29.json, rmd17_1000_timing_s29.json).
+ETHANOL_1000_EVIDENCE = {-18.0: 90462.5, -16.8: 92805.7, -16.5: 92702.3, -15.0: 87462.5, -13.5: 75317.9}
+ASPIRIN_1000_EVIDENCE = {-16.5: 128599.2, -15.2: 135937.8, -15.0: 135660.5, -13.5: 123554.1}
+
+
+@pytest.mark.parametrize("curve, scored_then", [
+    (ETHANOL_1000_EVIDENCE, [-16.5, -15.0, -18.0, -16.8]),  # peak below: -13.5 is not scored
+    (ASPIRIN_1000_EVIDENCE, [-16.5, -15.0, -13.5, -15.2]),  # peak above: the same points as before
+])
+def test_search_steps_only_towards_the_side_the_evidence_rises(curve, scored_then):
+    """The first two points decide the direction: ethanol's search used to score -13.5 as well
+    (five factorisations, 15 minutes), which could not be in its final bracket. The answer is the
+    same vertex, from the same scored values."""
+    from scipy.interpolate import CubicSpline
+
+    ts, vs = zip(*sorted(curve.items()))
+    spline = CubicSpline(ts, vs, extrapolate=True)
+    gs = GramSolver(np.eye(2), np.ones(2), 2.0, 2)
+    gs.top = 1.0
+    scored = []
+
+    def score(lam):
+        scored.append(np.log10(lam))
+        return float(spline(scored[-1]))
+
+    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, tol=EVIDENCE_TOL)
+    np.testing.assert_allclose(scored, scored_then, atol=0.02)
+    assert np.log10(lam) == pytest.approx(scored_then[-1], abs=0.02)
 
 
 def test_evidence_search_reaches_the_top_of_its_range():
