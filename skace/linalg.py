@@ -608,7 +608,7 @@ class GramSolver:
         answer costs no further factorisation.
         """
         lam = self._maximise(lambda lam: self.log_evidence_profiled(lam)[0], start, step, lo, hi,
-                             tol=EVIDENCE_TOL)
+                             tol=EVIDENCE_TOL, directed=True)
         value, beta = self.log_evidence_profiled(lam)
         return lam * beta, beta, value
 
@@ -670,10 +670,11 @@ class GramSolver:
         G[np.diag_indices(n)] = self.diag
         self._lam = None
 
-    def _maximise(self, score, start, step, lo, hi, memo=None, tol=0.0):
-        """``lam = top * 10**t`` (``t`` in ``[lo, hi]``) maximising ``score(lam)``: ``start -
-        step`` and ``start``, then points ``step`` decades apart on the side they rise towards
-        (above ``start`` too where ``start - step`` is the bound) until the best is interior
+    def _maximise(self, score, start, step, lo, hi, memo=None, tol=0.0, directed=False):
+        """``lam = top * 10**t`` (``t`` in ``[lo, hi]``) maximising ``score(lam)``: three points
+        ``step`` decades apart around ``start`` or, ``directed``, ``start - step`` and ``start``
+        first and ``start + step`` only if they rise towards it (or ``start - step`` is the
+        bound), then steps outwards on the side the scores rise to until the best is interior
         (at a bound of the range, halved towards it until the gap is under half a decade,
         unless the parabola through the bound and its neighbours peaks outside the range),
         then parabolic steps with a shrinking bracket until it is under half a decade wide, or
@@ -690,11 +691,13 @@ class GramSolver:
             return memo[lam]
 
         start = min(max(start, lo + step), hi - step)  # the first bracket lies in the range
-        # a pair first, then a step towards the side it rises to: a third point on the other
-        # side (large fits peak below start) would cost a factorisation and decide nothing
+        # directed: a pair first, then a step towards the side it rises to. A third point on the
+        # other side (large fits' evidence peaks below start) would cost a factorisation and
+        # decide nothing on a curve with one maximum; a held-out error can have a shallow dip
+        # below start and its minimum far above, which only the third point finds.
         ts = [start - step, start]
         vals = [f(t) for t in ts]
-        if vals[1] >= vals[0] or ts[0] <= lo:
+        if not directed or vals[1] >= vals[0] or ts[0] <= lo:
             ts.append(start + step)
             vals.append(f(ts[-1]))
         while True:

@@ -349,7 +349,8 @@ def test_search_ends_near_the_peak_in_few_points(curve, shift):
         scored.append(np.log10(lam))
         return evidence(scored[-1])
 
-    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, memo=Lookups(), tol=EVIDENCE_TOL)
+    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, memo=Lookups(), tol=EVIDENCE_TOL,
+                       directed=True)
     assert len(scored) <= 6, scored
     assert abs(np.log10(lam) - peak) < 0.2, (scored, peak)
 
@@ -382,7 +383,7 @@ def test_search_at_a_bound_halves_only_towards_an_interior_peak(peak, n_points, 
         scored.append(np.log10(lam))
         return float(evidence(scored[-1]))
 
-    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, tol=EVIDENCE_TOL)
+    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, tol=EVIDENCE_TOL, directed=True)
     assert len(scored) <= n_points, scored
     assert abs(np.log10(lam) - answer) <= 0.25, scored
 
@@ -414,7 +415,7 @@ def test_search_steps_only_towards_the_side_the_evidence_rises(curve, scored_the
         scored.append(np.log10(lam))
         return float(spline(scored[-1]))
 
-    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, tol=EVIDENCE_TOL)
+    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, tol=EVIDENCE_TOL, directed=True)
     np.testing.assert_allclose(scored, scored_then, atol=0.02)
     assert np.log10(lam) == pytest.approx(scored_then[-1], abs=0.02)
 
