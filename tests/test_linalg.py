@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from skace.linalg import (EVIDENCE_TOL, GRAM_SEARCH_LO, GramSolver, Spectrum, cholesky_upper_inplace, gram_update, group_cv_curve,
-                          symmetrize_upper)
+from skace.linalg import (EVIDENCE_TOL, GRAM_SEARCH_LO, GRAM_SEARCH_START, GRAM_SEARCH_STEP, GramSolver, Spectrum,
+                          cholesky_upper_inplace, gram_update, group_cv_curve, symmetrize_upper)
 
 
 def test_blocked_gram_equals_plain_product():
@@ -309,6 +309,22 @@ def test_evidence_search_is_frugal_and_its_answer_needs_no_new_factorisation():
     np.testing.assert_array_equal(gs.ridge(lam), fresh.ridge(lam))
 
 
+def replay_evidence_search(evidence, memo=None):
+    """``(t, scored)``: the evidence search's answer and the points it scored, ``t =
+    log10(lam / top)``, on a curve ``evidence(t)`` instead of factorisations."""
+    gs = GramSolver(np.eye(2), np.ones(2), 2.0, 2)
+    gs.top = 1.0
+    scored = []
+
+    def score(lam):
+        scored.append(np.log10(lam))
+        return float(evidence(scored[-1]))
+
+    lam = gs._maximise(score, GRAM_SEARCH_START, GRAM_SEARCH_STEP, GRAM_SEARCH_LO, -1.0, memo=memo,
+                       tol=EVIDENCE_TOL, directed=True)
+    return np.log10(lam), scored
+
+
 #: rMD17 naphthalene, 500 configurations: profiled log evidence against t = log10(lam / top)
 #: (benchmarks/results/naphthalene_500_alpha_path.json). Its search once cycled for ever between
 #: memoised points (a half-decade bracket that rounding left a hair wider, and a nudge that
@@ -341,18 +357,9 @@ def test_search_ends_near_the_peak_in_few_points(curve, shift):
             assert Lookups.count < 500, "the search does not terminate"
             return dict.__contains__(self, key)
 
-    gs = GramSolver(np.eye(2), np.ones(2), 2.0, 2)
-    gs.top = 1.0
-    scored = []
-
-    def score(lam):
-        scored.append(np.log10(lam))
-        return evidence(scored[-1])
-
-    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, memo=Lookups(), tol=EVIDENCE_TOL,
-                       directed=True)
+    t, scored = replay_evidence_search(evidence, Lookups())
     assert len(scored) <= 6, scored
-    assert abs(np.log10(lam) - peak) < 0.2, (scored, peak)
+    assert abs(t - peak) < 0.2, (scored, peak)
 
 
 #: rMD17 benzene, 1000 configurations, 23306 functions: profiled log evidence against
@@ -375,17 +382,9 @@ def test_search_at_a_bound_halves_only_towards_an_interior_peak(peak, n_points, 
         evidence = CubicSpline(ts, vs, extrapolate=True)
     else:
         evidence = lambda t: -800.0 * (t - peak) ** 2  # noqa: E731
-    gs = GramSolver(np.eye(2), np.ones(2), 2.0, 2)
-    gs.top = 1.0
-    scored = []
-
-    def score(lam):
-        scored.append(np.log10(lam))
-        return float(evidence(scored[-1]))
-
-    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, tol=EVIDENCE_TOL, directed=True)
+    t, scored = replay_evidence_search(evidence)
     assert len(scored) <= n_points, scored
-    assert abs(np.log10(lam) - answer) <= 0.25, scored
+    assert abs(t - answer) <= 0.25, scored
 
 
 #: rMD17 1000-configuration fits (37062 functions; 177 s per factorisation): the points their
@@ -406,18 +405,9 @@ def test_search_steps_only_towards_the_side_the_evidence_rises(curve, scored_the
     from scipy.interpolate import CubicSpline
 
     ts, vs = zip(*sorted(curve.items()))
-    spline = CubicSpline(ts, vs, extrapolate=True)
-    gs = GramSolver(np.eye(2), np.ones(2), 2.0, 2)
-    gs.top = 1.0
-    scored = []
-
-    def score(lam):
-        scored.append(np.log10(lam))
-        return float(spline(scored[-1]))
-
-    lam = gs._maximise(score, -15.0, 1.5, GRAM_SEARCH_LO, -1.0, tol=EVIDENCE_TOL, directed=True)
+    t, scored = replay_evidence_search(CubicSpline(ts, vs, extrapolate=True))
     np.testing.assert_allclose(scored, scored_then, atol=0.02)
-    assert np.log10(lam) == pytest.approx(scored_then[-1], abs=0.02)
+    assert t == pytest.approx(scored_then[-1], abs=0.02)
 
 
 def test_evidence_search_reaches_the_top_of_its_range():
