@@ -44,10 +44,10 @@ GRAM_JITTER = 1e-11
 #: -16, 1.15 / 5.40 at -16.5, 1.13 / 5.44 at -17, 1.19 / 5.76 at -18).
 GRAM_SEARCH_LO = -18.0
 
-#: Start of :class:`GramSolver`'s searches: ``t = start - step`` and ``start`` in
-#: ``lam = top * 10**t``, then ``start + step`` only if the evidence rises towards it. Every
-#: evaluation is one Cholesky factorisation (55 s at 23306 functions, about 220 s at 37062 on
-#: two cores; 45 and 177 s since session 29), and the Gram route serves large fits, whose
+#: Start of :class:`GramSolver`'s searches, ``lam = top * 10**t``: the evidence search scores
+#: ``t = start - step`` and ``start``, then ``start + step`` only if the evidence rises towards
+#: it; the held-out search all three. Every evaluation is one Cholesky factorisation (45 s at
+#: 23306 functions, 177 s at 37062 on two cores), and the Gram route serves large fits, whose
 #: optimum lies low (rMD17 benzene, 1000 configurations: at the bottom, -18; naphthalene 500:
 #: -16.1, see :data:`GRAM_SEARCH_LO`). Starting at -10 in 2-decade steps, benzene's search took
 #: 11 factorisations (session 27); from here its whole fit took 907 s instead of 1014-1139 s.
