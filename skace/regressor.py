@@ -16,10 +16,11 @@ from . import streaming as _streaming
 from .baselines import baseline_terms
 from .descriptor import ACETransformer, _check_device, numba_threads
 from .fitting import (SPECTRUM_CACHE, SYSTEM_CACHE, assemble, clearly_underdetermined, column_scale,
-                      energy_row_scale, few_data, fingerprint, fitting_rows, kernel_pays, physical_memory,
-                      read_stress, read_targets, svd_exceeds_memory)
+                      energy_row_scale, few_data, fingerprint, fitting_rows, force_route, kernel_pays,
+                      physical_memory, read_stress, read_targets, svd_exceeds_memory)
 from .kernels import ace as _k
-from .linalg import GRAM_JITTER, FactorOnDemand, GramSolver, KernelPosterior, KernelSolver, ard
+from .linalg import (DUAL_FLOOR_PASSES, DUAL_FLOOR_START, DUAL_FLOOR_TOL, GRAM_JITTER, KERNEL_SEARCH_LO,
+                     FactorOnDemand, GramSolver, KernelPosterior, KernelSolver, ard, floored_scale)
 from .maths.basis import fold_coefficients, needed_products
 from .maths.priors import PRIORS, smoothness_prior
 from .structures import as_structure_list, species_indices
@@ -319,7 +320,14 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         configurations) is solved in dual form instead, by Cholesky
         factorisations of ``X X^T`` (``skace.linalg.KernelSolver``: the same
         model, several times faster than the SVD, without
-        ``regularization_path``).
+        ``regularization_path``). A fit with more rows than that but fewer
+        internal ones (each structure's force rows less its rigid motions,
+        ``skace.fitting.internal_rows``: rMD17 ethanol and malonaldehyde at
+        1000 configurations) is solved the same way on its internal rows
+        where that fits in ``svd_memory_limit``
+        (``skace.fitting.dual_of_internal_rows``), with the Gram route's
+        model (its prior floor, below, folded into the column scales:
+        ``skace.linalg.floored_scale``), in less than half its time.
     svd_memory_limit : int or "auto", default="auto"
         Largest estimated memory (bytes) of that SVD for an underdetermined fit
         (``skace.fitting.svd_bytes``: about ``8 (2 m n + 2.5 m^2)`` for ``m``
@@ -554,8 +562,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                                                                   descriptor.n_features_out_, self.design_limit,
                                                                   memory_limit)
         holdout = self._holdout_fraction(beyond_memory)
+        dual = self.solver == "bayesian"  # a tall design wide in its internal rows may go dual
+        internal = dual and forces is not None and force_route(structures, descriptor.n_features_out_,
+                                                               self.design_limit, memory_limit, dual) == "internal"
         key = fingerprint(structures, energy_only, self.energy_key, self.forces_key,
-                          self.energy_weight_scaling, self.design_limit, beyond_memory,
+                          self.energy_weight_scaling, self.design_limit, beyond_memory, internal,
                           sorted(descriptor.get_params().items(), key=lambda kv: kv[0]),
                           None if y is None else energies.tobytes(), use_stress and self.stress_key,
                           residual_hash, holdout)
@@ -566,7 +577,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             with numba_threads(self.n_jobs):
                 system = assemble(descriptor, structures, energies, forces, escale, weights, len(elements),
                                   counts, self.design_limit, progress, stress=stress, n_blocks=self.n_blocks,
-                                  holdout=holdout, memory_limit=memory_limit)
+                                  holdout=holdout, memory_limit=memory_limit, dual=dual)
             if bar is not None:
                 bar.close()
             if self.cache:
@@ -718,8 +729,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                 self._posterior = ("cholesky", None, FactorOnDemand(gs, lam), beta)
             self.alpha_ = lam
             return gs.ridge(lam) / scale
+        design_rows = system.n_rows(force_weight, stress_weight) - system.rigid_rows(force_weight)[0]
         if use_design and self.solver == "bayesian" and kernel_pays(
-                system.n_rows(force_weight, stress_weight), system.XE.shape[1] if joint else system.n_features):
+                design_rows, system.XE.shape[1] if joint else system.n_features):
             return self._solve_dual(system, e0, gamma, energy_weight, force_weight, joint, stress_weight, consume)
         with_cv = self.solver == "cv"
         skey = (key, energy_weight, force_weight, tuple(np.round(e0, 12)), self.prior, prior_shape, joint,
@@ -768,11 +780,33 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         leave-one-structure-out fallback too is taken where the SVD route's would be: not
         above :data:`skace.fitting.CV_MAX_BYTES` (rMD17 aspirin, 250 configurations, whose
         evidence peaks 0.7 decades above the bottom of its range: force MAE 29.49 meV/A at the
-        evidence's choice, 29.70 at the validation error's)."""
+        evidence's choice, 29.70 at the validation error's).
+
+        A design of internal force rows (a fit of the Gram route's size,
+        :func:`skace.fitting.dual_of_internal_rows`) with more than ``eigen_limit``
+        features gets the Cholesky route's model instead, its prior floor included
+        (:func:`skace.linalg.floored_scale`)."""
         X, y, scale = system.scaled_design(energy_weight, force_weight, e0, gamma, joint, stress_weight,
                                            self.standardize, consume)
-        ks = KernelSolver(X, y, system.validation_groups(X.shape, stress_weight, force_weight))
-        alpha, beta, self.log_evidence_ = ks.evidence_search()
+        groups = system.validation_groups(X.shape, stress_weight, force_weight)
+        rigid = system.rigid_rows(force_weight)
+        if system.force_rows is None or system.n_features <= self.eigen_limit:
+            ks = KernelSolver(X, y, groups, *rigid)
+            alpha, beta, self.log_evidence_ = ks.evidence_search()
+        else:
+            diag = np.einsum("ij,ij->j", X, X)  # the Gram route's diagonal
+            lam0, weight, ks = float(np.max(diag)) * 10.0 ** DUAL_FLOOR_START, np.ones_like(diag), None
+            for _ in range(DUAL_FLOOR_PASSES):
+                new = floored_scale(diag, lam0)
+                X *= weight / new  # columns now divided by scale * new
+                weight, ks = new, None  # (one X X^T at a time)
+                ks = KernelSolver(X, y, groups, *rigid)
+                start = float(np.clip(np.log10(lam0 / ks.top), KERNEL_SEARCH_LO, 0.0))
+                alpha, beta, self.log_evidence_ = ks.evidence_search(start=start)
+                if abs(np.log10(alpha / beta / lam0)) <= DUAL_FLOOR_TOL:
+                    break
+                lam0 = alpha / beta
+            scale = scale * weight
         lam = ks.scored(alpha / beta)
         self.alpha_limited_ = ks.limited
         self.evidence_scores_ = ks.evidence_scores()

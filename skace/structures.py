@@ -175,17 +175,10 @@ def internal_components(atoms, rows):
     >>> small.shape, bool(np.allclose(small, Q.T @ rows))
     ((3, 4), True)
     """
-    from scipy import linalg
     from scipy.linalg import lapack
 
     n = len(atoms)
-    motions = [np.tile(np.eye(3)[a], n) for a in range(3)]
-    if not atoms.pbc.any():
-        r = atoms.positions - atoms.positions.mean(axis=0)
-        motions += [np.cross(np.eye(3)[a], r).ravel() for a in range(3)]
-    (h, tau), R, _ = linalg.qr(np.array(motions).T, mode="raw", pivoting=True)
-    diag = np.abs(np.diag(R))
-    rank = int(np.sum(diag > 1e-8 * diag[0]))
+    h, tau, rank = _rigid_motions_qr(atoms)
     c = np.asarray(rows, dtype=np.float64).T  # rows^T Q = (Q^T rows)^T, on the Fortran view
     if c.size == 0:
         return np.zeros((3 * n - rank, c.shape[0]))
@@ -195,6 +188,34 @@ def internal_components(atoms, rows):
     if info != 0:
         raise RuntimeError(f"dormqr failed (info {info})")
     return cq[:, rank:].T
+
+
+def _rigid_motions_qr(atoms):
+    """``(h, tau, r)``: Householder reflectors of a pivoted QR of the rigid motions of
+    ``atoms`` (3 translations, and 3 rotations without periodicity) and their rank ``r``."""
+    from scipy import linalg
+
+    n = len(atoms)
+    motions = [np.tile(np.eye(3)[a], n) for a in range(3)]
+    if not atoms.pbc.any():
+        r = atoms.positions - atoms.positions.mean(axis=0)
+        motions += [np.cross(np.eye(3)[a], r).ravel() for a in range(3)]
+    (h, tau), R, _ = linalg.qr(np.array(motions).T, mode="raw", pivoting=True)
+    diag = np.abs(np.diag(R))
+    return h, tau, int(np.sum(diag > 1e-8 * diag[0]))
+
+
+def internal_dimension(atoms):
+    """``3 N - r``: the number of displacements of ``atoms`` that are not rigid motions
+    (the rows :func:`internal_components` returns).
+
+    Examples
+    --------
+    >>> from ase.build import bulk, molecule
+    >>> internal_dimension(molecule("H2O")), internal_dimension(molecule("CO2")), internal_dimension(bulk("Cu"))
+    (3, 4, 0)
+    """
+    return 3 * len(atoms) - _rigid_motions_qr(atoms)[2]
 
 
 def species_indices(structures, elements, name="X"):

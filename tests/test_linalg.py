@@ -502,6 +502,30 @@ def test_kernel_solver_is_the_design_spectrum_in_dual_form():
     np.testing.assert_allclose(ks.coefficients(lam * 3), spec.ridge(lam * 3), rtol=1e-7, atol=1e-9)
 
 
+def test_kernel_solver_counts_the_zero_rows_it_leaves_out():
+    """Zero rows of a design (the rigid-motion components of force rows) left out of the dual
+    form and passed as a count and their targets' squared norm: coefficients, evidence and
+    leave-one-group-out error are those of the whole design."""
+    from skace.linalg import KernelSolver
+
+    X, y, groups = _wide_problem()
+    rng = np.random.default_rng(8)
+    k = 9
+    Xf = np.vstack([X, np.zeros((k, X.shape[1]))])
+    yf = np.concatenate([y, rng.normal(size=k)])
+    gf = np.concatenate([groups, rng.integers(0, groups.max() + 1, size=k)])
+    whole = KernelSolver(np.asfortranarray(Xf), yf, gf)
+    part = KernelSolver(np.asfortranarray(X), y, groups, k, float(yf[-k:] @ yf[-k:]))
+    assert part.m == whole.m and part.yy == pytest.approx(whole.yy, rel=1e-14)
+    for t in (-8.0, -4.0, -1.0):
+        lam = whole.top * 10.0**t
+        np.testing.assert_allclose(part.coefficients(lam), whole.coefficients(lam), rtol=1e-8, atol=1e-10)
+        assert part.log_evidence_profiled(lam)[0] == pytest.approx(whole.log_evidence_profiled(lam)[0], rel=1e-10)
+        assert part.group_cv_error(lam) == pytest.approx(whole.group_cv_error(lam), rel=1e-8)
+    a, b, ev = part.evidence_search()
+    assert (a, b, ev) == pytest.approx(whole.evidence_search(), rel=1e-6)
+
+
 def test_kernel_solver_chooses_as_the_design_spectrum_does():
     """The evidence's maximum where it is interior; where it lies near the bottom (a fit that
     interpolates), the group validation error's minimum, as Spectrum.evidence_ridge chooses."""

@@ -1482,6 +1482,68 @@ def test_dual_route_fits_the_design_routes_model(noisy_cho, cho_truth, monkeypat
         loaded.predict(Xq, return_std=True)
 
 
+def test_tall_design_wide_in_internal_rows_is_solved_in_dual_form(noisy_cho, cho_truth, monkeypatch):
+    """More force rows than 3/4 of the features (the Gram route) but fewer internal ones
+    (rigid motions left out, ``skace.fitting.internal_rows``): the "bayesian" fit keeps its
+    internal rows as the design and solves it in dual form, with the Gram route's model: its
+    prior floor folded into the column scales at a ``lam0`` within DUAL_FLOOR_TOL of the alpha
+    it chose (``skace.linalg.floored_scale``). The rigid rows are zero in the design and still
+    count as rows and misfit: coefficients and evidence are those of every force component."""
+    from skace.fitting import assemble, fitting_rows
+    from skace.linalg import DUAL_FLOOR_TOL, GRAM_JITTER, floored_scale
+
+    desc = ACETransformer(cutoff=4.0, correlation_order=3, max_degree=6).fit(noisy_cho)
+    nf = desc.n_features_out_
+    rows = fitting_rows(noisy_cho)
+    assert 4 * rows > 3 * nf and rows - 6 * len(noisy_cho) < nf  # tall, but wide in internal rows
+    gram = ACERegressor(desc, e0=dict(E0), design_limit=1000, eigen_limit=0).fit(noisy_cho)
+    monkeypatch.setattr(skace.fitting, "KERNEL_MIN_WORK", 0)  # (the dual form pays at this size)
+    skace.fitting.SYSTEM_CACHE.clear()  # (assembled for the Gram route above)
+    inner = ACERegressor(desc, e0=dict(E0), design_limit=1000, eigen_limit=0).fit(noisy_cho)
+    assert gram._posterior[0] == "cholesky" and inner._posterior[0] == "kernel"
+    # within eigen_limit the Gram route has no floor, nor has its dual form: the whole design's
+    plain = ACERegressor(desc, e0=dict(E0), design_limit=1000).fit(noisy_cho)
+    whole = ACERegressor(desc, e0=dict(E0), design_limit=BIG).fit(noisy_cho)
+    assert plain.alpha_ == pytest.approx(whole.alpha_, rel=1e-6)
+    np.testing.assert_allclose(plain.coef_, whole.coef_, rtol=0, atol=1e-6 * np.abs(whole.coef_).max())
+    X, y = weighted_design(inner, noisy_cho)  # every force component
+    Xs = X / inner.scale_
+    beta = inner.beta_
+    a = inner.alpha_ * beta
+    d = beta * np.linalg.solve(a * np.eye(nf) + beta * Xs.T @ Xs, Xs.T @ y)
+    np.testing.assert_allclose(inner.coef_ * inner.scale_, d, rtol=0, atol=1e-6 * np.abs(d).max())
+    assert inner.log_evidence_ == pytest.approx(gaussian_log_evidence(Xs, y, a, beta), rel=1e-8)
+    # the scales: the Gram route's times sqrt(1 + jitter G_jj / lam0)
+    diag = np.sum((X / gram.scale_) ** 2, axis=0)
+    j = np.argmax(diag)
+    lam0 = GRAM_JITTER * diag[j] / ((inner.scale_[j] / gram.scale_[j]) ** 2 - 1.0)
+    np.testing.assert_allclose(inner.scale_, gram.scale_ * floored_scale(diag, lam0), rtol=1e-9)
+    assert abs(np.log10(inner.alpha_ / lam0)) <= DUAL_FLOOR_TOL
+    # so it chooses and predicts as the Gram route does
+    assert abs(np.log10(inner.alpha_ / gram.alpha_)) < 0.3
+    truth = np.array([s.info["energy"] for s in cho_truth.test])
+    mae = lambda m: np.mean(np.abs(m.predict(cho_truth.test) - truth))  # noqa: E731
+    assert mae(inner) < 1.05 * mae(gram)
+    # the systems: internal rows (3 N - 6 per molecule) beside every force component
+    E = np.array([a.info["energy"] for a in noisy_cho])
+    F = np.concatenate([a.arrays["forces"] for a in noisy_cho])
+    counts = np.array([[a.get_chemical_symbols().count(el) for el in desc.elements_] for a in noisy_cho], float)
+    ones = np.ones(len(noisy_cho))
+    args = (desc, noisy_cho, E, F, ones, ones, len(desc.elements_), counts)
+    full = assemble(*args, BIG)
+    internal = assemble(*args, 1000, dual=True)
+    assert internal.force_rows is not None and full.force_rows is None
+    assert internal.XF.shape[0] == len(F) * 3 - 6 * len(noisy_cho) and internal.mF == full.mF == 3 * len(F)
+    assert assemble(*args, 1000).XF is None  # without dual: the Gram route
+    e0, prior = np.array([E0[el] for el in desc.elements_]), np.ones(nf)
+    spec_full, _ = full.combine(1.0, 1.0, e0, prior, True)
+    spec_int, _ = internal.combine(1.0, 1.0, e0, prior, True)
+    assert (spec_int.m, spec_int.yy) == (spec_full.m, pytest.approx(spec_full.yy, rel=1e-12))
+    lam = spec_full.lam[0] * 1e-6
+    assert spec_int.log_evidence_profiled(lam)[0] == pytest.approx(spec_full.log_evidence_profiled(lam)[0], rel=1e-9)
+    np.testing.assert_allclose(internal.gram(1.0, 1.0, e0)[0], full.gram(1.0, 1.0, e0)[0], rtol=0, atol=1e-8)
+
+
 def test_dual_route_validates_where_the_design_route_does(cho_truth, monkeypatch):
     """Exact data: the evidence rises as the regularisation vanishes, and both routes choose
     alpha by leave-one-structure-out validation on the same 0.5-decade grid near its minimum
