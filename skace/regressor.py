@@ -562,9 +562,10 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                                                                   descriptor.n_features_out_, self.design_limit,
                                                                   memory_limit)
         holdout = self._holdout_fraction(beyond_memory)
-        dual = self.solver == "bayesian"  # a tall design wide in its internal rows may go dual
-        internal = dual and forces is not None and force_route(structures, descriptor.n_features_out_,
-                                                               self.design_limit, memory_limit, dual) == "internal"
+        # a tall design wide in its internal rows, for the "bayesian" solver's dual form (only such fits
+        # ask assemble for that route, whose test then runs again)
+        internal = self.solver == "bayesian" and forces is not None and force_route(
+            structures, descriptor.n_features_out_, self.design_limit, memory_limit, dual=True) == "internal"
         key = fingerprint(structures, energy_only, self.energy_key, self.forces_key,
                           self.energy_weight_scaling, self.design_limit, beyond_memory, internal,
                           sorted(descriptor.get_params().items(), key=lambda kv: kv[0]),
@@ -577,7 +578,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
             with numba_threads(self.n_jobs):
                 system = assemble(descriptor, structures, energies, forces, escale, weights, len(elements),
                                   counts, self.design_limit, progress, stress=stress, n_blocks=self.n_blocks,
-                                  holdout=holdout, memory_limit=memory_limit, dual=dual)
+                                  holdout=holdout, memory_limit=memory_limit, dual=internal)
             if bar is not None:
                 bar.close()
             if self.cache:
