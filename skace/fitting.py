@@ -493,15 +493,17 @@ def dual_bytes(rows, n_features):
 
 
 def dual_of_internal_rows(structures, n_features, memory_limit=None):
-    """Whether a fit whose design is too tall for the design route (:func:`keeps_design`)
-    is clearly wide in its internal force rows (:func:`internal_rows`, plus one energy row
+    """Whether a fit that the design route does not take (:func:`keeps_design`: too tall,
+    or its SVD beyond ``memory_limit``) is clearly wide in its internal force rows (:func:`internal_rows`, plus one energy row
     per structure: at most 3/4 as many as features, :func:`clearly_underdetermined`) and is
     solved in dual form (:func:`kernel_pays`, within ``memory_limit`` by :func:`dual_bytes`).
     Then ``X X^T`` (``m^2 n``) and its factorisations (``m^3 / 3``) cost clearly less than
     the Gram matrix (``m n^2``) and its factorisations (``n^3 / 3``): rMD17 ethanol, 1000
     configurations, has 28000 rows, 22000 of them internal, for 37062 features (fit in 492 s
-    instead of 1080 s). Nearer square the dual form gains little: rMD17 toluene, 500
-    configurations, 20500 internal rows for 23306 features, took 602 s.
+    instead of 1080 s); rMD17 salicylic acid, 500 configurations, whose SVD exceeds 3/4 of
+    24 GiB, 21500 internal rows for 37062 features (473 s instead of 1457 s on the Gram
+    route). Nearer square the dual form gains little: rMD17 toluene, 500 configurations,
+    20500 internal rows for 23306 features, took 602 s.
 
     Examples
     --------
@@ -586,7 +588,8 @@ def force_route(structures, n_features, design_limit, memory_limit=None, dual=Fa
     """How a fit of ``structures`` with forces keeps its force rows: ``True``, as a design
     (:func:`keeps_design`); ``"internal"``, as the design of their internal rows, with
     ``dual`` (the solver takes the dual form) where :func:`dual_of_internal_rows` holds for
-    a fit the design route does not take; else ``False``, as their Gram matrix.
+    a fit the design route does not take (too tall, or its SVD beyond ``memory_limit``);
+    else ``False``, as their Gram matrix.
 
     Examples
     --------
@@ -599,16 +602,15 @@ def force_route(structures, n_features, design_limit, memory_limit=None, dual=Fa
     n_atoms = sum(len(a) for a in structures)
     if keeps_design(n_atoms, len(structures), n_features, design_limit, memory_limit):
         return True
-    if (dual and not keeps_design(n_atoms, len(structures), n_features, design_limit)
-            and dual_of_internal_rows(structures, n_features, memory_limit)):
+    if dual and dual_of_internal_rows(structures, n_features, memory_limit):
         return "internal"
     return False
 
 
 def svd_exceeds_memory(n_atoms, n_structures, n_features, design_limit, memory_limit):
-    """Whether ``memory_limit`` alone moves a fit that would keep its design to the Gram
-    route (:func:`keeps_design`). Such a fit can interpolate its data, so the Gram
-    matrix's evidence cannot choose its regularisation: held-out structures do."""
+    """Whether ``memory_limit`` alone moves a fit that would keep its design off the design
+    route (:func:`keeps_design`). Such a fit can interpolate its data, so on the Gram route
+    the evidence cannot choose its regularisation: held-out structures do."""
     return (keeps_design(n_atoms, n_structures, n_features, design_limit)
             and not keeps_design(n_atoms, n_structures, n_features, design_limit, memory_limit))
 

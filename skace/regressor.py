@@ -323,7 +323,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         ``regularization_path``). A fit with more rows than that but fewer
         internal ones (each structure's force rows less its rigid motions,
         ``skace.fitting.internal_rows``: rMD17 ethanol and malonaldehyde at
-        1000 configurations) is solved the same way on its internal rows
+        1000 configurations), or one whose SVD exceeds ``svd_memory_limit``
+        (salicylic acid at 500), is solved the same way on its internal rows
         where that fits in ``svd_memory_limit``
         (``skace.fitting.dual_of_internal_rows``), with the Gram route's
         model (its prior floor, below, folded into the column scales:
@@ -331,9 +332,11 @@ class ACERegressor(RegressorMixin, BaseEstimator):
     svd_memory_limit : int or "auto", default="auto"
         Largest estimated memory (bytes) of that SVD for an underdetermined fit
         (``skace.fitting.svd_bytes``: about ``8 (2 m n + 2.5 m^2)`` for ``m``
-        rows and ``n`` features). A fit that would need more takes the Gram
-        route (``8 n^2`` bytes) instead of failing for want of memory, and
-        with the "bayesian" and "cv" solvers chooses alpha by the error of
+        rows and ``n`` features). A fit that would need more takes the dual
+        form of its internal rows with the "bayesian" solver where that fits
+        (above), or else the Gram route (``8 n^2`` bytes) instead of failing
+        for want of memory, and there with the "bayesian" and "cv" solvers
+        chooses alpha by the error of
         ``validation_fraction`` of the structures held out, as ``solver="cv"``
         does there (the evidence of a Gram matrix cannot choose it for a fit
         that interpolates its data). "auto": 3/4 of the machine's physical
@@ -558,14 +561,14 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         np.add.at(counts, (owner, species), 1.0)
 
         memory_limit = self._svd_memory_limit()
-        beyond_memory = forces is not None and svd_exceeds_memory(len(forces), len(structures),
-                                                                  descriptor.n_features_out_, self.design_limit,
-                                                                  memory_limit)
-        holdout = self._holdout_fraction(beyond_memory)
-        # a tall design wide in its internal rows, for the "bayesian" solver's dual form (only such fits
-        # ask assemble for that route, whose test then runs again)
+        # a fit off the design route but wide in its internal rows, for the "bayesian" solver's dual
+        # form (only such fits ask assemble for that route, whose test then runs again)
         internal = self.solver == "bayesian" and forces is not None and force_route(
             structures, descriptor.n_features_out_, self.design_limit, memory_limit, dual=True) == "internal"
+        # the dual form's floored evidence chooses alpha there; on the Gram route held-out structures do
+        beyond_memory = not internal and forces is not None and svd_exceeds_memory(
+            len(forces), len(structures), descriptor.n_features_out_, self.design_limit, memory_limit)
+        holdout = self._holdout_fraction(beyond_memory)
         key = fingerprint(structures, energy_only, self.energy_key, self.forces_key,
                           self.energy_weight_scaling, self.design_limit, beyond_memory, internal,
                           sorted(descriptor.get_params().items(), key=lambda kv: kv[0]),

@@ -555,22 +555,29 @@ def test_single_use_gram_fit_holds_one_matrix(monkeypatch):
     assert peak < 1.7 * 8 * width**2, (peak / (8 * width**2), width)
 
 
-def test_underdetermined_fit_beyond_svd_memory_limit_takes_gram_route_with_holdout():
-    """An underdetermined fit keeps its design for the SVD while the SVD's estimated memory
-    (``svd_bytes``) is within ``svd_memory_limit``; one byte less moves it to the Gram route,
-    where alpha is chosen by held-out structures as ``solver="cv"`` does there (the same
-    coefficients), rather than by a Gram evidence that runs off to no regularisation."""
-    from skace.fitting import clearly_underdetermined, svd_bytes
-
+def noisy_clusters_and_descriptor():
+    """Twelve random C/H/O clusters with noisy forces and a fitted descriptor with more
+    features than 4/3 of their rows (an underdetermined fit)."""
     rng = np.random.default_rng(5)
     clusters = [random_cluster(rng, int(rng.integers(5, 9))) for _ in range(12)]
     data = Truth(clusters, clusters[:1], seed=6).train
     rng = np.random.default_rng(7)
     for a in data:
         a.arrays["forces"] = a.arrays["forces"] + rng.normal(scale=0.05, size=(len(a), 3))
-    desc = ACETransformer(cutoff=4.0, correlation_order=3, max_degree=9)
+    return data, ACETransformer(cutoff=4.0, correlation_order=3, max_degree=9).fit(data)
+
+
+def test_underdetermined_fit_beyond_svd_memory_limit_takes_gram_route_with_holdout():
+    """An underdetermined fit keeps its design for the SVD while the SVD's estimated memory
+    (``svd_bytes``) is within ``svd_memory_limit``; one byte less moves it to the Gram route
+    (where the dual form of its internal rows does not pay, as at this size), where alpha is
+    chosen by held-out structures as ``solver="cv"`` does there (the same coefficients),
+    rather than by a Gram evidence that runs off to no regularisation."""
+    from skace.fitting import clearly_underdetermined, svd_bytes
+
+    data, desc = noisy_clusters_and_descriptor()
     rows = sum(3 * len(a) + 1 for a in data)
-    n = desc.fit(data).n_features_out_
+    n = desc.n_features_out_
     assert clearly_underdetermined(rows, n)
     limit = int(svd_bytes(rows, n))
     kw = dict(design_limit=0, cache=False)
@@ -588,6 +595,32 @@ def test_underdetermined_fit_beyond_svd_memory_limit_takes_gram_route_with_holdo
     np.testing.assert_allclose(ridge.coef_, ref.coef_, rtol=1e-6, atol=1e-9 * np.abs(ref.coef_).max())
     assert ACERegressor().svd_memory_limit == "auto"
     assert ACERegressor()._svd_memory_limit() == 3 * skace.fitting.physical_memory() // 4
+
+
+def test_bayesian_fit_beyond_svd_memory_limit_takes_the_dual_form_of_its_internal_rows(monkeypatch):
+    """Where the dual form pays, a "bayesian" fit whose SVD exceeds ``svd_memory_limit`` but
+    whose internal rows' dual form (``skace.fitting.dual_bytes``) does not is solved there,
+    every structure in the fit and alpha by the evidence (no held-out structures): within
+    ``eigen_limit`` the same model as the dual form of the whole design. Below ``dual_bytes``
+    too, the Gram route with held-out structures remains."""
+    from skace.fitting import dual_bytes, svd_bytes
+    from skace.structures import internal_dimension
+
+    monkeypatch.setattr(skace.fitting, "KERNEL_MIN_WORK", 0)  # (the dual form pays at this size)
+    data, desc = noisy_clusters_and_descriptor()
+    rows = sum(3 * len(a) + 1 for a in data)
+    n = desc.n_features_out_
+    limit = int(svd_bytes(rows, n))
+    kw = dict(design_limit=0, cache=False)
+    whole = ACERegressor(desc, svd_memory_limit=limit, **kw).fit(data)
+    inner = ACERegressor(desc, svd_memory_limit=limit - 1, **kw).fit(data)
+    assert whole._posterior[0] == inner._posterior[0] == "kernel"
+    assert inner.evidence_scores_ is not None and not inner.alpha_limited_
+    assert inner.alpha_ == pytest.approx(whole.alpha_, rel=1e-6)
+    np.testing.assert_allclose(inner.coef_, whole.coef_, rtol=0, atol=1e-6 * np.abs(whole.coef_).max())
+    internal = len(data) + sum(internal_dimension(a) for a in data)
+    gram = ACERegressor(desc, svd_memory_limit=int(dual_bytes(internal, n)) - 1, **kw).fit(data)
+    assert gram._posterior[0] == "cholesky" and gram.cv_scores_ is not None
 
 
 @pytest.mark.parametrize("which", ["cho", "periodic"])
