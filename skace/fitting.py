@@ -494,14 +494,15 @@ def dual_bytes(rows, n_features):
 
 def dual_of_internal_rows(structures, n_features, memory_limit=None):
     """Whether a fit that the design route does not take (:func:`keeps_design`: too tall,
-    or its SVD beyond ``memory_limit``) is clearly wide in its internal force rows (:func:`internal_rows`, plus one energy row
-    per structure: at most 3/4 as many as features, :func:`clearly_underdetermined`) and is
-    solved in dual form (:func:`kernel_pays`, within ``memory_limit`` by :func:`dual_bytes`).
+    or its SVD beyond ``memory_limit``) is clearly wide in its internal force rows
+    (:func:`internal_rows`, plus one energy row per structure: at most 3/4 as many as
+    features, :func:`clearly_underdetermined`) and is solved in dual form
+    (:func:`kernel_pays`, within ``memory_limit`` by :func:`dual_bytes`).
     Then ``X X^T`` (``m^2 n``) and its factorisations (``m^3 / 3``) cost clearly less than
     the Gram matrix (``m n^2``) and its factorisations (``n^3 / 3``): rMD17 ethanol, 1000
     configurations, has 28000 rows, 22000 of them internal, for 37062 features (fit in 492 s
     instead of 1080 s); rMD17 salicylic acid, 500 configurations, whose SVD exceeds 3/4 of
-    24 GiB, 21500 internal rows for 37062 features (473 s instead of 1457 s on the Gram
+    24 GiB, 21500 internal rows for 37062 features (482 s instead of 1457 s on the Gram
     route). Nearer square the dual form gains little: rMD17 toluene, 500 configurations,
     20500 internal rows for 23306 features, took 602 s.
 
