@@ -150,6 +150,7 @@ def run_one(molecule, n_train, settings, folder, threads, save_dir=None):
         # (alpha, log evidence) of each factorisation of the evidence search (Cholesky route)
         "evidence_scores": None if getattr(model, "evidence_scores_", None) is None
         else model.evidence_scores_.tolist(),
+        "prior_floor": getattr(model, "prior_floor_", None),
         "prior_order": float(getattr(model, "prior_order_", model.prior_order)),
         "prior_weights": [float(getattr(model, "prior_l_weight_", 1.0)),
                           float(getattr(model, "prior_correlation_weight_", 1.0))],

@@ -36,6 +36,18 @@ DPOTRF_SAFE_N = 15000
 #: 2.93 / 15.97 meV, meV/A), where the unfloored edge was 1.4e-9 to 2.6e-9.
 GRAM_JITTER = 1e-11
 
+#: Weaker floors :meth:`GramSolver.evidence_search` tries where the evidence still rises at the
+#: bottom of its range, the floor (not the data) setting how weak the prior can be: each pass
+#: divides the floor by :data:`GRAM_FLOOR_FACTOR`, extends the range down by
+#: :data:`GRAM_FLOOR_EXTEND` decades and searches again (about three factorisations), and is
+#: kept only where its evidence is higher. rMD17 benzene, 1000 configurations (the only
+#: Gram-route fit of the learning curve whose search ended there): a floor of 1e-12 down to -20
+#: raised the log evidence from 229521 to 241629 and cut the test errors by 32 % and 28 %
+#: (energy / force MAE 0.0285 / 0.281 to 0.0195 / 0.202 meV, meV/A).
+GRAM_FLOOR_PASSES = 2
+GRAM_FLOOR_FACTOR = 10.0
+GRAM_FLOOR_EXTEND = 2.0
+
 #: Bottom of :class:`GramSolver`'s searches, ``lam = top * 10**GRAM_SEARCH_LO`` (``top`` the
 #: largest diagonal entry). With the floor above, every ``lam`` factorises, and the optimum can lie
 #: below 1e-16: on rMD17 naphthalene (500 configurations, 23306 functions, validated on 300 other
@@ -538,6 +550,7 @@ class GramSolver:
         self._solutions = {}  # lam -> (G + lam I)^-1 b: the chosen lam needs no new factorisation
         self.limited = False
         self.holdout_scores = {}
+        self.floor_passes = []  # (jitter, lam, log evidence) of each evidence search pass
 
     def factor(self, lam):
         """Lower Cholesky factor of ``G + lam I`` as ``(c, lower)`` for ``scipy.linalg.cho_solve``
@@ -606,11 +619,50 @@ class GramSolver:
         further away it is).
         The solution at every ``lam`` scored is kept, so :meth:`ridge` at the
         answer costs no further factorisation.
+
+        Where the evidence still rises clearly (by more than
+        :data:`EVIDENCE_TOL`) at the bottom of the range, the prior floor
+        rather than the data sets the answer: up to :data:`GRAM_FLOOR_PASSES`
+        further searches, each with a floor :data:`GRAM_FLOOR_FACTOR` times
+        weaker in a range :data:`GRAM_FLOOR_EXTEND` decades deeper, and the
+        floor whose best evidence is highest is kept (:attr:`jitter`;
+        :attr:`floor_passes` lists each pass's ``(jitter, lam, evidence)``).
         """
-        lam = self._maximise(lambda lam: self.log_evidence_profiled(lam)[0], start, step, lo, hi,
-                             tol=EVIDENCE_TOL, directed=True)
+        lam, value = self._evidence_pass(start, step, lo, hi)
+        for _ in range(GRAM_FLOOR_PASSES if self.jitter > 0 else 0):
+            if not self._rising_at_bottom(lam, lo):
+                break
+            kept = (self.jitter, self.floor, self._values, self._solutions, self.limited)
+            self._lam = None  # the factor held is for the old floor
+            self.jitter /= GRAM_FLOOR_FACTOR
+            self.floor, self._values, self._solutions = self.jitter * np.maximum(self.diag, 0.0), {}, {}
+            lo_weaker = lo - GRAM_FLOOR_EXTEND
+            lam_weaker, value_weaker = self._evidence_pass(lo, step, lo_weaker, hi)
+            if not value_weaker > value:  # the weaker floor is no better: keep the last one
+                self._lam = None
+                self.jitter, self.floor, self._values, self._solutions, self.limited = kept
+                break
+            lam, value, lo = lam_weaker, value_weaker, lo_weaker
         value, beta = self.log_evidence_profiled(lam)
         return lam * beta, beta, value
+
+    def _evidence_pass(self, start, step, lo, hi):
+        """One evidence search at the current floor: ``(lam, log evidence)``, recorded in
+        :attr:`floor_passes`."""
+        lam = self._maximise(lambda lam: self.log_evidence_profiled(lam)[0], start, step, lo, hi,
+                             tol=EVIDENCE_TOL, directed=True)
+        value = self.log_evidence_profiled(lam)[0]
+        self.floor_passes.append((self.jitter, lam, value))
+        return lam, value
+
+    def _rising_at_bottom(self, lam, lo):
+        """Whether the search ended at the bottom of its range ``top * 10**lo`` with the evidence
+        still rising towards it by more than :data:`EVIDENCE_TOL` (not at a factorisation's edge,
+        which a weaker floor would only move up)."""
+        if not self.limited or lam > self.top * 10.0 ** lo * (1 + 1e-9):
+            return False
+        finite = sorted((x, v) for x, (v, _) in self._values.items() if np.isfinite(v))
+        return len(finite) > 1 and finite[0][1] - finite[1][1] > EVIDENCE_TOL
 
     def evidence_scores(self):
         """``(lam, log evidence)`` of every ``lam`` scored so far, by increasing ``lam`` (one row

@@ -403,6 +403,17 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         ``eigen_limit``) and on the dual route (``design_limit``): every alpha
         the evidence search scored (in ``alpha_``'s units, one Cholesky
         factorisation each) and its log evidence; None otherwise.
+    prior_floor_ : float or None
+        Relative prior floor of a Bayesian fit on the Cholesky route or in
+        the dual form of its internal rows: coefficient ``j`` has prior
+        precision ``alpha_ + prior_floor_ * G_jj`` (in ``alpha_``'s units;
+        ``G_jj`` its standardised column's squared norm; in the dual form,
+        whose column scales hold the floor, exactly so where ``alpha_`` is
+        the ``lam0`` they were set for: ``skace.linalg.floored_scale``):
+        ``skace.linalg.GRAM_JITTER``, or weaker on the Cholesky route
+        where its evidence rose to the bottom of the search's range and chose
+        a weaker one (``skace.linalg.GRAM_FLOOR_PASSES``); None on the other
+        routes.
     prior_order_ : float
         Order of the smoothness prior used (``prior_order``, resolved if "auto").
     prior_l_weight_, prior_correlation_weight_ : float
@@ -691,6 +702,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         self.alpha_limited_ = False
         self.cv_scores_ = None
         self.evidence_scores_ = None
+        self.prior_floor_ = None
         big = not use_design and system.n_features > self.eigen_limit
         # held-out structures: solver="cv" on the Gram route, or an SVD beyond svd_memory_limit
         held_out = system.holdout is not None and self.solver in ("cv", "bayesian")
@@ -730,6 +742,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                     self.evidence_scores_ = gs.evidence_scores()
                     lam = gs.scored(alpha / beta)  # the lam scored, not its rounded round trip
                 self.beta_ = beta
+                self.prior_floor_ = gs.jitter
                 self._posterior = ("cholesky", None, FactorOnDemand(gs, lam), beta)
             self.alpha_ = lam
             return gs.ridge(lam) / scale
@@ -811,6 +824,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
                     break
                 lam0 = alpha / beta
             scale = scale * weight
+            self.prior_floor_ = GRAM_JITTER
         lam = ks.scored(alpha / beta)
         self.alpha_limited_ = ks.limited
         self.evidence_scores_ = ks.evidence_scores()
