@@ -350,7 +350,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         ``skace.linalg.GRAM_JITTER`` times each standardised column's squared
         norm to its prior precision (part of the prior its evidence scores), so
         that rounding in the Gram matrix does not decide how weak the
-        regularisation can be; "ridge" uses ``alpha`` alone.
+        regularisation can be, and weaker floors where the evidence still
+        rises at the bottom of its range (``prior_floor_``); "ridge" uses
+        ``alpha`` alone.
     cache : bool, default=True
         Reuse the assembled system when only regression parameters change.
         A system larger than the cache (``skace.fitting.SYSTEM_CACHE``,

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from skace.linalg import (EVIDENCE_TOL, GRAM_SEARCH_LO, GRAM_SEARCH_START, GRAM_SEARCH_STEP, GramSolver, Spectrum,
+from skace.linalg import (EVIDENCE_TOL, GRAM_JITTER, GRAM_SEARCH_LO, GRAM_SEARCH_START, GRAM_SEARCH_STEP, GramSolver,
+                          Spectrum,
                           cholesky_upper_inplace, gram_update, group_cv_curve, symmetrize_upper)
 
 
@@ -121,6 +122,56 @@ def noise_free_rank_deficient():
     return rng, X, X @ rng.normal(size=60)
 
 
+def floor_limited_problem():
+    """``(X, y)``: 200 rows, 40 columns whose norms span four decades, coefficients
+    inversely scaled (every column carries signal) and noise 1e-8: the evidence still rises
+    at the bottom of the Gram search's range, where the prior floor sets the answer (as on
+    rMD17 benzene at 1000 configurations)."""
+    rng = np.random.default_rng(3)
+    s = np.logspace(0, -4, 40)
+    X = rng.normal(size=(200, 40)) * s
+    y = X @ (rng.normal(size=40) / s) + 1e-8 * rng.normal(size=200)
+    return X, y
+
+
+def test_evidence_search_weakens_a_floor_that_sets_alpha(monkeypatch):
+    """Where the evidence rises at the bottom of the range, searches with a weaker floor in a
+    deeper range follow, each kept only where its evidence is higher: the answer's evidence
+    and its coefficients' accuracy both improve on the default floor's."""
+    import skace.linalg as L
+
+    X, y = floor_limited_problem()
+    truth = np.linalg.lstsq(X, y, rcond=None)[0]  # noise 1e-8: the least-squares solution
+    gs = GramSolver(X.T @ X, X.T @ y, y @ y, 200)
+    a, beta, value = gs.evidence_search()
+    monkeypatch.setattr(L, "GRAM_FLOOR_PASSES", 0)
+    plain = GramSolver(X.T @ X, X.T @ y, y @ y, 200)
+    a0, beta0, value0 = plain.evidence_search()
+    assert plain.jitter == L.GRAM_JITTER and plain.limited
+    assert np.log10(a0 / beta0 / plain.top) == pytest.approx(GRAM_SEARCH_LO)
+    # two weaker floors, each with a higher evidence than the last
+    assert gs.jitter == pytest.approx(L.GRAM_JITTER / L.GRAM_FLOOR_FACTOR ** 2)
+    passes = np.array(gs.floor_passes)
+    assert len(passes) == 3 and np.all(np.diff(passes[:, 2]) > 100.0)
+    assert passes[0, 2] == pytest.approx(value0) and value == pytest.approx(passes[-1, 2])
+    assert a / beta < a0 / beta0 * 1e-3
+    err = np.abs(gs.ridge(a / beta) - truth).max()
+    err0 = np.abs(plain.ridge(a0 / beta0) - truth).max()
+    assert err < 0.1 * err0
+    # a "weaker" floor that is stronger scores lower: tried, then the default floor is restored,
+    # with its answer, its scores and a fresh factor
+    monkeypatch.setattr(L, "GRAM_FLOOR_PASSES", 2)
+    monkeypatch.setattr(L, "GRAM_FLOOR_FACTOR", 0.1)
+    stronger = GramSolver(X.T @ X, X.T @ y, y @ y, 200)
+    a1, beta1, value1 = stronger.evidence_search()
+    assert len(stronger.floor_passes) == 2 and stronger.floor_passes[1][2] < value0
+    assert stronger.jitter == L.GRAM_JITTER and stronger.limited
+    assert (a1 / beta1, value1) == pytest.approx((a0 / beta0, value0), rel=1e-12)
+    np.testing.assert_allclose(stronger.evidence_scores(), plain.evidence_scores(), rtol=1e-12)
+    np.testing.assert_allclose(stronger.ridge(a1 / beta1), plain.ridge(a0 / beta0), rtol=1e-9)
+    np.testing.assert_allclose(stronger.factor(a1 / beta1)[0], plain.factor(a0 / beta0)[0], rtol=1e-9, atol=0)
+
+
 def test_evidence_search_reports_when_rounding_sets_alpha():
     """Noise-free data in the span of a rank-deficient design: the evidence rises as
     ``lam`` falls until ``G + lam I`` no longer factorises, so ``lam`` is the edge (flagged);
@@ -157,6 +208,7 @@ def test_evidence_search_reports_when_rounding_sets_alpha():
     gs = GramSolver(X.T @ X, X.T @ y, y @ y, 200)
     gs.evidence_search()
     assert not gs.limited
+    assert len(gs.floor_passes) == 1 and gs.jitter == GRAM_JITTER  # an interior maximum: no weaker floor
 
 
 def test_group_cv_curve_matches_refits():

@@ -463,8 +463,9 @@ def test_log_evidence_is_gaussian_marginal_likelihood(noisy_cho, route, monkeypa
     X, y = weighted_design(model, noisy_cho)
     Xs = X / model.scale_
     a = model.alpha_ * model.beta_
+    assert model.prior_floor_ == (GRAM_JITTER if route == "cholesky" else None)
     if route == "cholesky":  # its prior has a floor relative to each column's norm
-        a = model.beta_ * (model.alpha_ + GRAM_JITTER * np.einsum("ij,ij->j", Xs, Xs))
+        a = model.beta_ * (model.alpha_ + model.prior_floor_ * np.einsum("ij,ij->j", Xs, Xs))
     logev = gaussian_log_evidence(Xs, y, a, model.beta_)
     assert model.log_evidence_ == pytest.approx(logev, rel=1e-8, abs=1e-6)
     if route == "cholesky":  # the search's scores: one per factorisation, the answer the best
