@@ -787,8 +787,10 @@ class GramSolver:
                     t = b - 0.5 * ((b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)) / den
                     if refined and abs(t - b) <= VERTEX_TOL:
                         break  # the parabola's peak is at a point already scored
-                else:  # an end without a score (not factorisable): bisect the wider side
-                    t = 0.5 * (a + b) if b - a > c - b else 0.5 * (b + c)
+                else:  # an end without a score (not factorisable): bisect towards it, where the
+                    # unknown edge lies (the wider side where both ends have none)
+                    left = not np.isfinite(fa) if np.isfinite(fa) != np.isfinite(fc) else b - a > c - b
+                    t = 0.5 * (a + b) if left else 0.5 * (b + c)
                 t = min(max(t, a + 0.1 * (c - a)), c - 0.1 * (c - a))
                 if abs(t - b) < 0.05:  # a point beside the best, strictly inside the bracket
                     t = b + min(0.25, 0.5 * (c - b)) if c - b > b - a else b - min(0.25, 0.5 * (b - a))

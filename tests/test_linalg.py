@@ -361,7 +361,7 @@ def test_evidence_search_is_frugal_and_its_answer_needs_no_new_factorisation():
     np.testing.assert_array_equal(gs.ridge(lam), fresh.ridge(lam))
 
 
-def replay_evidence_search(evidence, memo=None):
+def replay_evidence_search(evidence, memo=None, start=GRAM_SEARCH_START, lo=GRAM_SEARCH_LO):
     """``(t, scored)``: the evidence search's answer and the points it scored, ``t =
     log10(lam / top)``, on a curve ``evidence(t)`` instead of factorisations."""
     gs = GramSolver(np.eye(2), np.ones(2), 2.0, 2)
@@ -372,9 +372,33 @@ def replay_evidence_search(evidence, memo=None):
         scored.append(np.log10(lam))
         return float(evidence(scored[-1]))
 
-    lam = gs._maximise(score, GRAM_SEARCH_START, GRAM_SEARCH_STEP, GRAM_SEARCH_LO, -1.0, memo=memo,
-                       tol=EVIDENCE_TOL, directed=True)
+    lam = gs._maximise(score, start, GRAM_SEARCH_STEP, lo, -1.0, memo=memo, tol=EVIDENCE_TOL, directed=True)
     return np.log10(lam), scored
+
+
+#: rMD17 benzene, 1000 configurations, the second weaker-floor pass (floor 1e-13, range down to
+#: -22, from -20; benchmarks/results/rmd17_1000_benzene_s38.json): log evidence against t;
+#: -21.5 did not factorise.
+BENZENE_1000_FLOOR13_EVIDENCE = {-21.125: 241990.8, -20.75: 242270.1, -20.626: 242295.6, -20.375: 242213.1,
+                                 -20.0: 241717.4, -19.25: 238973.6, -18.5: 234094.7}
+
+
+def test_search_bisects_towards_an_end_that_does_not_factorise():
+    """A bracket whose lower end did not factorise (no score) is bisected on that side, where
+    the edge and the peak lie: benzene's second floor pass took eight factorisations when the
+    wider side was bisected (towards -19.25 first), five this way, and ends within a tenth of
+    a decade and 30 nats of the peak."""
+    from scipy.interpolate import CubicSpline
+
+    ts, vs = zip(*sorted(BENZENE_1000_FLOOR13_EVIDENCE.items()))
+    spline = CubicSpline(ts, vs)
+    evidence = lambda t: -np.inf if t <= -21.5 else float(spline(t))  # noqa: E731
+    t, scored = replay_evidence_search(evidence, start=-20.0, lo=-22.0)
+    assert scored[:3] == pytest.approx([-21.5, -20.0, -18.5])
+    assert len(scored) <= 5, scored
+    grid = np.linspace(-21.125, -18.5, 2001)
+    peak = grid[np.argmax(spline(grid))]
+    assert abs(t - peak) < 0.15 and spline(peak) - evidence(t) < 30.0
 
 
 #: rMD17 naphthalene, 500 configurations: profiled log evidence against t = log10(lam / top)
