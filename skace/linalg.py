@@ -631,6 +631,7 @@ class GramSolver:
         floor whose best evidence is highest is kept (:attr:`jitter`;
         :attr:`floor_passes` lists each pass's ``(jitter, lam, evidence)``).
         """
+        self.floor_passes = []
         lam, value = self._evidence_pass(start, step, lo, hi)
         for _ in range(GRAM_FLOOR_PASSES if self.jitter > 0 else 0):
             if not self._rising_at_bottom(lam, lo):

@@ -404,7 +404,8 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         Bayesian fits on the Cholesky route (more features than
         ``eigen_limit``) and on the dual route (``design_limit``): every alpha
         the evidence search scored (in ``alpha_``'s units, one Cholesky
-        factorisation each) and its log evidence; None otherwise.
+        factorisation each; with the prior floor kept, ``prior_floor_``) and
+        its log evidence; None otherwise.
     prior_floor_ : float or None
         Relative prior floor of a Bayesian fit on the Cholesky route or in
         the dual form of its internal rows: coefficient ``j`` has prior
