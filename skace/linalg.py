@@ -545,15 +545,19 @@ class GramSolver:
         self.G, self.b, self.yy, self.m = np.ascontiguousarray(G), b, float(yy), int(m)
         self.n = G.shape[0]
         self.diag = np.diag(self.G).copy()
-        self.jitter = float(jitter)
-        self.floor = self.jitter * np.maximum(self.diag, 0.0)  # prior precision = lam + floor
+        self._set_floor(jitter)
         self.top = float(np.max(self.diag)) if self.n else 1.0
-        self._lam = None
         self._values = {}
         self._solutions = {}  # lam -> (G + lam I)^-1 b: the chosen lam needs no new factorisation
         self.limited = False
         self.holdout_scores = {}
         self.floor_passes = []  # (jitter, lam, log evidence) of each evidence search pass
+
+    def _set_floor(self, jitter):
+        """Prior precision ``lam + jitter G_jj`` from now on (the factor held, if any, is stale)."""
+        self.jitter = float(jitter)
+        self.floor = self.jitter * np.maximum(self.diag, 0.0)
+        self._lam = None
 
     def factor(self, lam):
         """Lower Cholesky factor of ``G + lam I`` as ``(c, lower)`` for ``scipy.linalg.cho_solve``
@@ -636,15 +640,14 @@ class GramSolver:
         for _ in range(GRAM_FLOOR_PASSES if self.jitter > 0 else 0):
             if not self._rising_at_bottom(lam, lo):
                 break
-            kept = (self.jitter, self.floor, self._values, self._solutions, self.limited)
-            self._lam = None  # the factor held is for the old floor
-            self.jitter /= GRAM_FLOOR_FACTOR
-            self.floor, self._values, self._solutions = self.jitter * np.maximum(self.diag, 0.0), {}, {}
+            kept = (self.jitter, self._values, self._solutions, self.limited)
+            self._set_floor(self.jitter / GRAM_FLOOR_FACTOR)
+            self._values, self._solutions = {}, {}
             lo_weaker = lo - GRAM_FLOOR_EXTEND
             lam_weaker, value_weaker = self._evidence_pass(lo, step, lo_weaker, hi)
             if not value_weaker > value:  # the weaker floor is no better: keep the last one
-                self._lam = None
-                self.jitter, self.floor, self._values, self._solutions, self.limited = kept
+                self._set_floor(kept[0])
+                self._values, self._solutions, self.limited = kept[1:]
                 break
             lam, value, lo = lam_weaker, value_weaker, lo_weaker
         value, beta = self.log_evidence_profiled(lam)
@@ -663,7 +666,7 @@ class GramSolver:
         """Whether the search ended at the bottom of its range ``top * 10**lo`` with the evidence
         still rising towards it by more than :data:`EVIDENCE_TOL` (not at a factorisation's edge,
         which a weaker floor would only move up)."""
-        if not self.limited or lam > self.top * 10.0 ** lo * (1 + 1e-9):
+        if not self.limited or not self._at_bottom(lam, lo):
             return False
         finite = sorted((x, v) for x, (v, _) in self._values.items() if np.isfinite(v))
         return len(finite) > 1 and finite[0][1] - finite[1][1] > EVIDENCE_TOL
@@ -709,9 +712,8 @@ class GramSolver:
         self.yy += float(y @ y)
         self.m += len(y)
         self.diag = np.diag(self.G).copy()
-        self.floor = self.jitter * np.maximum(self.diag, 0.0)
+        self._set_floor(self.jitter)
         self.top = float(np.max(self.diag)) if self.n else 1.0
-        self._lam = None
         self._values = {}
         self._solutions = {}
 
@@ -835,8 +837,11 @@ class GramSolver:
             return False
         below = [x for x, _ in tried if x < lam]
         rising = len(finite) == 1 or finite[0][1] > finite[1][1]
-        at_bound = lam <= self.top * 10.0 ** lo * (1 + 1e-9)
-        return rising and (bool(below) or at_bound)
+        return rising and (bool(below) or self._at_bottom(lam, lo))
+
+    def _at_bottom(self, lam, lo):
+        """Whether ``lam`` is the bottom of the range ``top * 10**lo`` (within rounding)."""
+        return lam <= self.top * 10.0 ** lo * (1 + 1e-9)
 
 
 #: Bottom of :meth:`KernelSolver.evidence_search`'s range, ``lam = top * 10**t`` with ``top`` the
