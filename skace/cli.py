@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from .structures import as_structure_list
+
 EPILOG = "DATA is a file ase.io.read understands (extxyz, ...), 'sample' (the bundled ethanol set), " \
          "'sample-test', or 'rmd17:MOLECULE[:SPLIT[:N]]' (reads $SKACE_RMD17_DIR)."
 
@@ -50,8 +52,10 @@ def read_structures(spec, energy_key="energy", forces_key="forces", limit=None):
         if not isinstance(structures, list):
             structures = [structures]
     if limit is not None:
+        if limit > len(structures):
+            print(f"note: {spec} holds {len(structures)} structure(s), fewer than the {limit} asked for")
         structures = structures[:limit]
-    return structures
+    return as_structure_list(structures, name=spec)  # errors name the file: "data.xyz[3] has ..."
 
 
 def _bounded(cast, low, strict=False):
@@ -72,10 +76,11 @@ _positive_float = _bounded(float, 0, strict=True)
 _non_negative_float = _bounded(float, 0)
 
 
-def output_path(path, option, *inputs, saved=False):
+def output_path(path, option, *inputs, saved=False, force=False):
     """``path``, checked before any work is done: a file name (not a folder) in an existing
-    folder, and none of the command's input files (an output there would destroy it).
-    ``saved``: written by :func:`skace.save`, by way of a temporary file beside it."""
+    folder, none of the command's input files (an output there would destroy it), and not
+    an existing file unless ``force`` (``--force``: nothing a user saved is replaced by
+    accident). ``saved``: written by :func:`skace.save`, by way of a temporary file beside it."""
     if not path:
         return None
     if path == "-":  # every output here is a file (models are binary): no standard output
@@ -89,6 +94,8 @@ def output_path(path, option, *inputs, saved=False):
     for source in inputs:
         if source and os.path.exists(source) and os.path.exists(path) and os.path.samefile(source, path):
             raise ValueError(f"{option} {path} is also an input; writing there would destroy it")
+    if os.path.exists(path) and not force:
+        raise ValueError(f"{option} {path} exists; pass --force to replace it")
     # the file the command will create (for skace.save, its temporary one): a name too long
     # or a folder not writable fail now, not after the work
     try:
@@ -106,7 +113,11 @@ def output_path(path, option, *inputs, saved=False):
 
 
 def _degree(text):
-    values = [float(v) for v in text.split(",")]
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas such as 16,8,7,7, "
+                                         f"got {text!r}") from None
     return values[0] if len(values) == 1 else values
 
 
@@ -116,19 +127,35 @@ def _center_degree(text):
         raise argparse.ArgumentTypeError(f"expected SYMBOL=DEGREES such as H=16,8,6.5,5, got {text!r}")
     try:
         return symbol.strip(), _degree(degrees)
-    except ValueError:
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"degrees of {symbol.strip()} must be numbers, got {degrees!r}") from None
 
 
 def _error_table(rows):
-    cells = [[f"{1000 * r.get(k, np.nan):.2f}" for k in ("energy_mae", "energy_rmse", "force_mae", "force_rmse")]
-             for _, _, r in rows]
+    """Energy and force MAE / RMSE (meV, meV/Å) of ``(name, n, errors)`` rows; n/a where the data
+    have no forces."""
+    cells = [[f"{1000 * r[k]:.2f}" if np.isfinite(r.get(k, np.nan)) else "n/a"
+              for k in ("energy_mae", "energy_rmse", "force_mae", "force_rmse")] for _, _, r in rows]
     w = max([10] + [len(c) + 2 for row in cells for c in row])  # columns stay apart for any error
     lines = [f"{'set':<6}{'n':>6}" + "".join(f"{h:>{w}}" for h in ("E MAE", "E RMSE", "F MAE", "F RMSE")),
              f"{'':<6}{'':>6}" + "".join(f"{u:>{w}}" for u in ("meV", "meV", "meV/Å", "meV/Å"))]
     for (name, n, _), row in zip(rows, cells):
         lines.append(f"{name:<6}{n:>6}" + "".join(f"{c:>{w}}" for c in row))
+    if any(row[2] == "n/a" for row in cells):
+        lines.append("n/a: no forces in these data")
     return "\n".join(lines)
+
+
+def check_degrees(args):
+    """Fail before any data are read where a degree option gives fewer bounds than
+    ``--correlation-order`` needs (one, or one per order)."""
+    nu = args.correlation_order
+    given = [("--max-degree", args.max_degree)] + [
+        (f"--center-max-degree {symbol}", d) for symbol, d in (args.center_max_degree or ())]
+    for option, degrees in given:
+        if isinstance(degrees, list) and len(degrees) < nu:
+            raise ValueError(f"{option} gives {len(degrees)} bounds; --correlation-order {nu} needs one, "
+                             f"or one per order ({nu})")
 
 
 def _degree_params(args, structures):
@@ -160,47 +187,59 @@ def _degree_params(args, structures):
     return dict(max_degree=fit(default["max_degree"]), center_max_degree=merged or None)
 
 
-def check_test_data(test, train, energy_key, forces_key):
-    """Fail before the fit, not after it, where the test data cannot be evaluated: unusable
-    structures, elements the training data lack, or no energies."""
-    from .fitting import read_targets
-    from .structures import as_structure_list
-
-    as_structure_list(test, name="test data")
-    known = {s for atoms in train for s in atoms.get_chemical_symbols()}
-    for k, atoms in enumerate(test):
-        unknown = sorted(set(atoms.get_chemical_symbols()) - known)
+def check_elements(structures, name, known, owner):
+    """Fail, naming the structure, where ``structures`` hold an element outside ``known`` (the
+    elements of ``owner``: the training data, or a model)."""
+    for k, atoms in enumerate(structures):
+        unknown = sorted(set(atoms.get_chemical_symbols()) - set(known))
         if unknown:
-            raise ValueError(f"test data[{k}] has element {unknown[0]!r}, which the training data lack "
-                             f"(they have {', '.join(sorted(known))})")
-    read_targets(test, energy_key, forces_key, need_forces=False, name="test data")
+            raise ValueError(f"{name}[{k}] has element {unknown[0]!r}, which {owner} lack"
+                             f"{'s' if owner.startswith('the model') else ''} "
+                             f"(elements {', '.join(sorted(known))})")
+
+
+def check_data(structures, name, energy_key, forces_key, known=None, owner="the model", need_forces=False):
+    """Fail before the work, not after it, where ``structures`` (read from ``name``) cannot be
+    fitted or evaluated: elements outside ``known``, no energies, or, ``need_forces``, no forces."""
+    from .fitting import read_targets
+
+    if known is not None:
+        check_elements(structures, name, known, owner)
+    read_targets(structures, energy_key, forces_key, need_forces=need_forces, name=name,
+                 forces_hint=f"give --forces-key, or --force-weight 0 to fit energies only")
 
 
 def cmd_fit(args):
-    from . import ACERegressor, ACETransformer, save
+    from . import ACERegressor, ACETransformer
     from .baselines import PairRepulsion
     from .metrics import evaluate
-    from .structures import as_structure_list
 
     data = args.data or "sample"
-    output_path(args.output, "-o", data, args.test, saved=True)
+    check_degrees(args)
+    if args.alpha is not None and args.solver != "ridge":
+        raise ValueError(f"--alpha is for --solver ridge; --solver {args.solver} chooses alpha itself")
+    output_path(args.output, "-o", data, args.test, saved=True, force=args.force)
     train = read_structures(data, args.energy_key, args.forces_key, args.n_train)
+    check_data(train, data, args.energy_key, args.forces_key, need_forces=args.force_weight > 0)
+    elements = sorted({s for atoms in train for s in atoms.get_chemical_symbols()})
     test = None
     if args.test or data in ("sample", "sample-train"):
-        test = read_structures(args.test or "sample-test", args.energy_key, args.forces_key)
-        check_test_data(test, as_structure_list(train, name="training data"), args.energy_key, args.forces_key)
+        name = args.test or "sample-test"
+        test = read_structures(name, args.energy_key, args.forces_key)
+        check_data(test, name, args.energy_key, args.forces_key, known=elements, owner="the training data")
     descriptor = ACETransformer(
         cutoff=args.cutoff, correlation_order=args.correlation_order, **_degree_params(args, train),
         radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads,
     )
+    alpha = {} if args.alpha is None else {"alpha": args.alpha}
     model = ACERegressor(
-        descriptor, solver=args.solver, alpha=args.alpha, energy_weight=args.energy_weight,
+        descriptor, solver=args.solver, **alpha, energy_weight=args.energy_weight,
         force_weight=args.force_weight, energy_key=args.energy_key, forces_key=args.forces_key,
         stress_weight=args.stress_weight, stress_key=args.stress_key,
         baseline=PairRepulsion() if args.repulsion else None, n_jobs=args.threads, verbose=not args.quiet,
     )
-    print(f"fitting {len(train)} structures from {data} "
-          f"({sum(len(a) for a in train)} atoms, elements found in fit)", flush=True)
+    print(f"fitting {_count(len(train), 'structure')} from {data} "
+          f"({_count(sum(len(a) for a in train), 'atom')}; elements {', '.join(elements)})", flush=True)
     t0 = time.perf_counter()
     model.fit(train)
     fit_time = time.perf_counter() - t0
@@ -209,16 +248,31 @@ def cmd_fit(args):
           f"correlation order {d.correlation_order}, cutoff {d.cutoff} Å, "
           f"radial '{d.radial_basis}'")
     still = "its held-out error still fell" if args.solver == "cv" else "the evidence still rose"
-    limit = f" (lower limit of the search; {still})" if model.alpha_limited_ else ""
+    limit = (f" (the weakest regularisation the search tries, where {still}: the data would "
+             f"support less)" if model.alpha_limited_ else "")
     print(f"solver {args.solver}: alpha = {model.alpha_:.3g}{limit}; fit time {fit_time:.1f} s")
     rows = [("train", len(train), evaluate(model, train))]
     if test is not None:
         rows.append(("test", len(test), evaluate(model, test)))
     print(_error_table(rows))
-    if args.output:
-        save(model, args.output)
-        print(f"model written to {args.output}")
+    _save(model, args.output, "model")
     return 0
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _save(model, path, what):
+    """Write ``model`` to ``path`` (checked by :func:`output_path` before the work), or say
+    that it was not kept: a fit of several minutes should not vanish silently."""
+    from . import save
+
+    if path:
+        save(model, path)
+        print(f"{what} written to {path}")
+    else:
+        print(f"{what} not saved (give -o FILE to keep it)")
 
 
 def _with_keys(model, args):
@@ -234,6 +288,7 @@ def cmd_evaluate(args):
 
     model = _with_keys(load_potential(args.model), args)
     data = read_structures(args.data, model.energy_key, model.forces_key)
+    check_data(data, args.data, model.energy_key, model.forces_key, known=model.descriptor_.elements_)
     print(_error_table([(("data"), len(data), evaluate(model, data))]))
     return 0
 
@@ -241,6 +296,7 @@ def cmd_evaluate(args):
 def cmd_features(args):
     from . import ACETransformer
 
+    check_degrees(args)
     structures = read_structures(args.data or "sample")
     t = ACETransformer(cutoff=args.cutoff, correlation_order=args.correlation_order,
                        **_degree_params(args, structures),
@@ -268,7 +324,7 @@ def cmd_md(args):
 
     from .calculator import ACECalculator
 
-    trajectory = output_path(args.trajectory, "--trajectory", args.model, args.structure)
+    trajectory = output_path(args.trajectory, "--trajectory", args.model, args.structure, force=args.force)
     try:
         calc = ACECalculator(args.model, device=args.device)
     except RuntimeError as err:  # --device cuda where no GPU is usable: a usage error like the others
@@ -277,6 +333,7 @@ def cmd_md(args):
     if not -len(structures) <= args.index < len(structures):
         raise ValueError(f"--index {args.index}: {args.structure} holds {len(structures)} structure(s)")
     atoms = structures[args.index]
+    check_elements([atoms], f"{args.structure}", calc.model.descriptor_.elements_, "the model")
     atoms.calc = calc
     thermalize_momenta(atoms, temperature_K=args.temperature, rng=np.random.default_rng(args.seed))
     if args.thermostat == "langevin":
@@ -285,26 +342,27 @@ def cmd_md(args):
     else:
         dyn = VelocityVerlet(atoms, args.timestep * units.fs, trajectory=trajectory)
     e_start = atoms.get_total_energy()
+    atoms.get_forces()  # compiled (or loaded from numba's cache) before the timing
     t0 = time.perf_counter()
     dyn.run(args.steps)
     elapsed = time.perf_counter() - t0
     e_end = atoms.get_total_energy()
     rate = f" ({1e6 * elapsed / args.steps / len(atoms):.1f} µs/atom/step)" if args.steps else ""
     print(f"{args.steps} steps of {args.timestep} fs ({args.thermostat}) in {elapsed:.1f} s{rate}")
-    print(f"total energy {e_start:.6f} -> {e_end:.6f} eV (drift {1000 * (e_end - e_start):.3f} meV)")
+    change = "drift" if args.thermostat == "nve" else "change, thermostat included"
+    print(f"total energy {e_start:.6f} -> {e_end:.6f} eV ({change} {1000 * (e_end - e_start):.3f} meV)")
     if trajectory:
         print(f"trajectory written to {trajectory}")
     return 0
 
 
 def cmd_sparsify(args):
-    from . import save
     from .io import load_potential
     from .metrics import evaluate
     from .sparsify import ACESparsifier, time_energy_forces
     from .structures import as_structure_list
 
-    output_path(args.output, "-o", args.model, args.data, args.test, saved=True)
+    output_path(args.output, "-o", args.model, args.data, args.test, saved=True, force=args.force)
     model = _with_keys(load_potential(args.model), args)
     train = as_structure_list(read_structures(args.data, model.energy_key, model.forces_key, args.n_train),
                               name="training data")
@@ -325,9 +383,7 @@ def cmd_sparsify(args):
                      f"{1000 * err['energy_mae']:>10.2f}{1000 * err['force_mae']:>10.2f}")
     print(f"selection and refits took {elapsed:.1f} s; errors on the {'test' if test is not None else 'training'} data")
     print("\n".join(lines))
-    if args.output:
-        save(sp.model_, args.output)
-        print(f"sparse model written to {args.output}")
+    _save(sp.model_, args.output, "sparse model")
     return 0
 
 
@@ -340,7 +396,7 @@ def cmd_explain(args):
 
         if not os.path.splitext(args.plot)[1]:
             args.plot += ".png"  # matplotlib would add it anyway; say where the plot really is
-        output_path(args.plot, "--plot", args.model, args.data)
+        output_path(args.plot, "--plot", args.model, args.data, force=args.force)
         formats = Figure().canvas.get_supported_filetypes()
         if os.path.splitext(args.plot)[1][1:].lower() not in formats:
             raise ValueError(f"--plot {args.plot}: matplotlib writes {', '.join(sorted(formats))}, not "
@@ -370,7 +426,7 @@ def cmd_export(args):
 
     if args.spline_step <= 0:
         raise ValueError(f"--spline-step must be positive, got {args.spline_step}")
-    output_path(args.output, "-o", args.model)
+    output_path(args.output, "-o", args.model, force=args.force)
     model = load_potential(args.model)
     info = model.export_yace(args.output, degree=args.degree, spline_step=args.spline_step)
     r = info.radial
@@ -387,12 +443,14 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="skace", description="Linear ACE potentials with scikit-learn.",
                                      epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.subparser = lambda name: sub.choices[name]
 
     from .regressor import DEFAULT_DESCRIPTOR as D
 
     def basis_options(p):
-        p.add_argument("--cutoff", type=float, default=D["cutoff"], help=f"cutoff radius in Å (default {D['cutoff']})")
-        p.add_argument("--correlation-order", type=int, default=D["correlation_order"],
+        p.add_argument("--cutoff", type=_positive_float, default=D["cutoff"],
+                       help=f"cutoff radius in Å (default {D['cutoff']})")
+        p.add_argument("--correlation-order", type=_positive_int, default=D["correlation_order"],
                        help=f"largest ν; body order ν+1 (default {D['correlation_order']})")
         p.add_argument("--max-degree", type=_degree, default=None,
                        help="total degree bound, one value or one per order (default: the largest that keeps "
@@ -409,8 +467,12 @@ def build_parser():
         p.add_argument("--l-weight", type=float, default=D["l_weight"],
                        help=f"weight of l in a factor's degree (default {D['l_weight']})")
         p.add_argument("--radial-basis", default=D["radial_basis"],
-                       choices=["agnesi", "bessel", "gaussian", "chebexp"])
+                       choices=["agnesi", "bessel", "gaussian", "chebexp"],
+                       help=f"radial function family (default {D['radial_basis']})")
         p.add_argument("--threads", type=_positive_int, default=None, help="numba threads (default: all)")
+
+    def force_option(p):
+        p.add_argument("-f", "--force", action="store_true", help="replace output files that exist")
 
     def key_options(p):
         p.add_argument("--energy-key", help="the data's energy key (default: the model's, from its fit)")
@@ -425,43 +487,52 @@ def build_parser():
     p.add_argument("--solver", default="bayesian", choices=["bayesian", "ridge", "gcv", "ard", "cv"],
                    help="how alpha is chosen: Bayesian evidence (default), fixed (ridge), generalised CV, "
                         "ARD, or the error of held-out structures (cv)")
-    p.add_argument("--alpha", type=float, default=1e-6, help="ridge strength for --solver ridge")
-    p.add_argument("--energy-weight", type=float, default=30.0)
-    p.add_argument("--force-weight", type=float, default=1.0)
-    p.add_argument("--energy-key", default="energy")
-    p.add_argument("--forces-key", default="forces")
+    p.add_argument("--alpha", type=_non_negative_float, default=None,
+                   help="ridge strength for --solver ridge (default 1e-6)")
+    p.add_argument("--energy-weight", type=_non_negative_float, default=30.0,
+                   help="weight of the energy rows, per eV (default 30; forces' is per eV/Å)")
+    p.add_argument("--force-weight", type=_non_negative_float, default=1.0,
+                   help="weight of the force rows (default 1; 0 fits energies only)")
+    p.add_argument("--energy-key", default="energy",
+                   help="atoms.info key of the energies in eV (default energy; else the calculator's)")
+    p.add_argument("--forces-key", default="forces",
+                   help="atoms.arrays key of the forces in eV/Å (default forces; else the calculator's)")
     p.add_argument("--stress-weight", type=float, default=1.0,
                    help="weight of virial rows of structures with a stress (default 1; 0 ignores stresses)")
-    p.add_argument("--stress-key", default="stress")
+    p.add_argument("--stress-key", default="stress",
+                   help="atoms.info key of the stresses in eV/Å^3 (default stress; else the calculator's)")
     p.add_argument("--repulsion", action="store_true",
                    help="fit on top of a short-range ZBL repulsion (skace.baselines.PairRepulsion)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    force_option(p)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("evaluate", help="errors of a saved model on data", epilog=EPILOG)
-    p.add_argument("model")
-    p.add_argument("data")
+    p.add_argument("model", help="a model written by skace fit (or skace.save)")
+    p.add_argument("data", help="structures with energies (and forces) to compare with (DATA)")
     key_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("features", help="compute ACE features of data and summarise them", epilog=EPILOG)
-    p.add_argument("data", nargs="?")
+    p.add_argument("data", nargs="?", help="structures (DATA; default: the bundled sample)")
     basis_options(p)
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("md", help="short molecular dynamics with a saved model", epilog=EPILOG)
-    p.add_argument("model")
+    p.add_argument("model", help="a model written by skace fit (or skace.save)")
     p.add_argument("structure", help="starting structure (DATA; the first one unless --index)")
-    p.add_argument("--index", type=int, default=0)
-    p.add_argument("--steps", type=_non_negative, default=200)
+    p.add_argument("--index", type=int, default=0, help="which structure of STRUCTURE (default 0)")
+    p.add_argument("--steps", type=_non_negative, default=200, help="time steps (default 200)")
     p.add_argument("--timestep", type=_positive_float, default=0.5, help="fs (default 0.5)")
     p.add_argument("--temperature", type=_non_negative_float, default=300.0,
-                   help="K, initial velocities and Langevin")
-    p.add_argument("--thermostat", default="nve", choices=["nve", "langevin"])
-    p.add_argument("--seed", type=int, default=0)
+                   help="K, of the initial velocities and the Langevin thermostat (default 300)")
+    p.add_argument("--thermostat", default="nve", choices=["nve", "langevin"],
+                   help="nve: velocity Verlet; langevin: friction 0.01 (default nve)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of velocities and thermostat (default 0)")
     p.add_argument("--trajectory", default="md.traj",
-                   help="output trajectory (default md.traj, replaced if it exists; '' for none)")
+                   help="output trajectory (default md.traj; an existing file only with --force; '' for none)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where forces are computed (default: the model's)")
+    force_option(p)
     p.set_defaults(func=cmd_md)
 
     p = sub.add_parser("sparsify", help="keep the basis functions worth their cost and refit", epilog=EPILOG)
@@ -476,10 +547,11 @@ def build_parser():
     p.add_argument("-o", "--output", help="write the sparse model here")
     key_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    force_option(p)
     p.set_defaults(func=cmd_sparsify)
 
     p = sub.add_parser("explain", help="SHAP importance of the basis functions of a saved model", epilog=EPILOG)
-    p.add_argument("model")
+    p.add_argument("model", help="a model written by skace fit (or skace.save)")
     p.add_argument("data", help="structures to explain (their mean prediction is the base value)")
     p.add_argument("-n", type=_non_negative, help="use only the first N structures")
     p.add_argument("--by", default="body_order",
@@ -487,17 +559,19 @@ def build_parser():
                         "or 'feature' for none (default body_order)")
     p.add_argument("--top", type=_positive_int, default=10, help="rows to print and plot (default 10)")
     p.add_argument("--plot", help="save a SHAP plot here (PNG)")
-    p.add_argument("--kind", default="bar", choices=["bar", "beeswarm"])
+    p.add_argument("--kind", default="bar", choices=["bar", "beeswarm"], help="plot kind (default bar)")
     key_options(p)
+    force_option(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("export", help="write a saved model as an ML-PACE .yace potential (LAMMPS pair_style pace)")
-    p.add_argument("model")
+    p.add_argument("model", help="a model written by skace fit (or skace.save)")
     p.add_argument("-o", "--output", required=True, help="output .yace file")
     p.add_argument("--spline-step", type=float, default=1e-3,
                    help="PACE's radial table spacing in Å (deltaSplineBins; default 0.001)")
     p.add_argument("--degree", type=_positive_int, default=None,
                    help="polynomial degree of the radial projection (default: automatic)")
+    force_option(p)
     p.set_defaults(func=cmd_export)
     return parser
 
@@ -505,7 +579,10 @@ def build_parser():
 def main(argv=None):
     from .io import ModelFileError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported with the command's own usage, not the top-level one
+        parser.subparser(args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (ValueError, TypeError, OSError, ModelFileError, KeyError, IndexError) as err:

@@ -65,6 +65,13 @@ class ACETransformer(TransformerMixin, BaseEstimator):
     reflection-invariant features ``B`` of body order ``nu + 1``. See
     :mod:`skace.maths.basis` for the exact degree convention.
 
+    The defaults here make a small, quick basis for exploring features. The
+    model ``ACERegressor()`` fits without a descriptor is a different, larger
+    one (Bessel radial basis, cutoff 4.5 Å, correlation order 4,
+    ``l_weight=0.25``, degrees sized to the data:
+    ``skace.regressor.DEFAULT_DESCRIPTOR``); pass those values to start
+    from it.
+
     Parameters
     ----------
     elements : list of str, optional

@@ -37,12 +37,17 @@ def _stored(atoms, store, key, standard):
     return None
 
 
-def read_targets(structures, energy_key="energy", forces_key="forces", need_forces=True, name="X"):
+FORCES_HINT = "pass energies as y for an energy-only fit, or set force_weight=0"
+
+
+def read_targets(structures, energy_key="energy", forces_key="forces", need_forces=True, name="X",
+                 forces_hint=FORCES_HINT):
     """Energies (n,), forces (n_atoms, 3) or None, and per-structure weights from ``ase.Atoms``.
 
     Targets are read from ``atoms.info[energy_key]`` / ``atoms.arrays[forces_key]``,
     or else from the attached calculator's stored results (as ``ase.io.read``
-    leaves them for an extxyz file).
+    leaves them for an extxyz file). ``forces_hint`` ends the error for missing
+    forces (what the caller can do instead: the command line has its own options).
     """
     energies = np.empty(len(structures))
     forces = [] if need_forces else None
@@ -68,7 +73,7 @@ def read_targets(structures, energy_key="energy", forces_key="forces", need_forc
             if f is None:
                 raise ValueError(
                     f"missing forces: {name}[{k}] has no arrays[{forces_key!r}] and no calculator forces "
-                    "(pass energies as y for an energy-only fit, or set force_weight=0)"
+                    f"({forces_hint})"
                 )
             f = np.asarray(f, dtype=float)
             if f.shape != (len(atoms), 3):

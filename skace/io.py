@@ -25,6 +25,11 @@ class ModelFileError(ValueError):
 def save(model, path):
     """Write a fitted model to ``path`` atomically.
 
+    The file is a short header followed by a pickle of ``model``. A posterior
+    larger than ``skace.regressor.POSTERIOR_SAVE_BYTES`` (64 MiB; the default
+    basis's is gigabytes) is left out, so ``predict(return_std=True)`` needs
+    the fitted object itself, not the loaded copy; everything else survives.
+
     Parameters
     ----------
     model : ACERegressor
@@ -80,6 +85,9 @@ def save(model, path):
 
 def load(path):
     """Read a model written by :func:`save`.
+
+    The model is unpickled: as with any pickle, load only files from a source
+    you trust, since a crafted file can run code.
 
     Raises
     ------

@@ -34,9 +34,9 @@ def table_rows(text):
     """``{set name: (n, E MAE, E RMSE, F MAE, F RMSE)}`` from an error table."""
     rows = {}
     for line in text.splitlines():
-        m = re.match(r"^(train|test|data)\s+(\d+)((?:\s+[-\d.na]+){4})\s*$", line)
+        m = re.match(r"^(train|test|data)\s+(\d+)((?:\s+(?:[-\d.]+|n/a)){4})\s*$", line)
         if m:
-            rows[m.group(1)] = (int(m.group(2)), *[float(v) for v in m.group(3).split()])
+            rows[m.group(1)] = (int(m.group(2)), *[np.nan if v == "n/a" else float(v) for v in m.group(3).split()])
     return rows
 
 
@@ -166,6 +166,21 @@ def check_error(capsys, argv, *needles):
     return lines[0]
 
 
+def check_usage_error(capsys, argv, *needles):
+    """An option argparse rejects: exit status 2 with the command's own usage, and a last line
+    ``skace COMMAND: error: ...`` naming the problem."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert f"usage: skace {argv[0]}" in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"skace {argv[0]}: error: "), last
+    for needle in needles:
+        assert needle in last, last
+    return last
+
+
 def test_missing_model_file(capsys, tmp_path):
     check_error(capsys, ["evaluate", str(tmp_path / "missing.skace"), "sample-test"], "no such model file",
                 "missing.skace")
@@ -203,7 +218,8 @@ def test_damaged_model_file(fitted, capsys, tmp_path):
 
 def test_bad_values(capsys, fitted, tmp_path):
     path, *_ = fitted
-    check_error(capsys, ["fit", "sample", *FIT, "--cutoff", "-1"], "cutoff")
+    check_usage_error(capsys, ["fit", "sample", *FIT, "--cutoff", "-1"], "--cutoff", "must be > 0")
+    check_usage_error(capsys, ["fit", "sample", *FIT, "--correlation-order", "0"], "--correlation-order")
     check_error(capsys, ["fit", "sample", "--n-train", "0", "-q"], "empty")
     check_error(capsys, ["md", str(path), "sample-test", "--index", "999", "--steps", "2",
                          "--trajectory", str(tmp_path / "t.traj")])
@@ -243,15 +259,21 @@ def test_unreadable_data_file(capsys, tmp_path):
 
 
 def test_bad_option_exits_2(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "sample", "--max-degree", "abc"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert "--max-degree" in err.strip().splitlines()[-1]
+    line = check_usage_error(capsys, ["fit", "sample", "--max-degree", "abc"], "--max-degree", "'abc'")
+    assert "_degree" not in line  # no internal function names
+    # an unknown option comes with the usage of the command it was given to
+    check_usage_error(capsys, ["evaluate", "m.skace", "sample-test", "--bogus"], "--bogus")
     with pytest.raises(SystemExit) as exit_info:
         main([])
     assert exit_info.value.code == 2
+
+
+def test_degree_bounds_are_counted_before_the_data_are_read(capsys):
+    line = check_error(capsys, ["fit", "no-such-file.xyz", "--max-degree", "8,4"], "--max-degree gives 2 bounds",
+                       "--correlation-order 4 needs")
+    assert "no such data file" not in line
+    check_error(capsys, ["features", "sample", "--correlation-order", "3", "--center-max-degree", "H=8,4"],
+                "--center-max-degree H gives 2 bounds")
 
 
 def write_sample(path, n=3, split="test", **info):
@@ -299,6 +321,55 @@ def test_outputs_are_checked_before_the_work(fitted, capsys, tmp_path, monkeypat
     longest = tmp_path / ("t" * (255 - len(".traj")) + ".traj")
     assert main(["md", str(model), str(data), "--steps", "1", "--trajectory", str(longest)]) == 0
     assert longest.stat().st_size > 0
+
+
+def test_existing_outputs_are_replaced_only_with_force(fitted, capsys, tmp_path):
+    """Nothing a user saved is replaced by accident: an existing output file is an error (before
+    any work) unless --force is given."""
+    model = fitted[0]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    for argv in (["fit", "sample", *FIT, "-o", str(notes)],
+                 ["md", str(model), "sample-test", "--steps", "1", "--trajectory", str(notes)],
+                 ["export", str(model), "-o", str(notes)],
+                 ["sparsify", str(model), "sample-test", "-n", "5", "-q", "-o", str(notes)]):
+        check_error(capsys, argv, f"{notes} exists", "--force")
+        assert "fitting" not in capsys.readouterr().out
+    assert notes.read_text() == "my notes\n"
+    assert main(["md", str(model), "sample-test", "--steps", "1", "--trajectory", str(notes), "--force"]) == 0
+    assert ase.io.read(notes, format="traj") is not None
+
+
+def test_fit_says_when_the_model_is_not_saved(capsys):
+    assert main(["fit", "sample", *FIT]) == 0
+    assert "model not saved (give -o FILE to keep it)" in capsys.readouterr().out
+
+
+def test_alpha_only_with_the_ridge_solver(capsys):
+    check_error(capsys, ["fit", "sample", *FIT, "--alpha", "1e-3"], "--alpha is for --solver ridge")
+
+
+def test_data_without_forces_shows_na(fitted, capsys, tmp_path):
+    frames = [Atoms(a.numbers, a.positions, info={"energy": a.info["energy"]}) for a in load_sample("test", n=3)]
+    ase.io.write(tmp_path / "noforces.xyz", frames, format="extxyz")
+    assert main(["evaluate", str(fitted[0]), str(tmp_path / "noforces.xyz")]) == 0
+    out = capsys.readouterr().out
+    assert "n/a" in out and "no forces in these data" in out and "nan" not in out
+    assert np.isfinite(table_rows(out)["data"][1])
+    # and a fit that needs them names the file and the command-line way out
+    check_error(capsys, ["fit", str(tmp_path / "noforces.xyz"), *FIT], "noforces.xyz[0]", "--force-weight 0")
+
+
+def test_errors_name_the_data_file(fitted, capsys, tmp_path):
+    atoms = load_sample("test", n=2)
+    atoms[1][0].symbol = "N"
+    ase.io.write(tmp_path / "n.xyz", atoms, format="extxyz")
+    check_error(capsys, ["evaluate", str(fitted[0]), str(tmp_path / "n.xyz")], f"{tmp_path / 'n.xyz'}[1]",
+                "'N'", "the model lacks")
+    atoms[1].positions[0, 0] = np.nan
+    ase.io.write(tmp_path / "nan.xyz", atoms, format="extxyz")
+    check_error(capsys, ["evaluate", str(fitted[0]), str(tmp_path / "nan.xyz")], f"{tmp_path / 'nan.xyz'}[1]",
+                "NaN")
 
 
 def test_test_data_is_checked_before_the_fit(capsys, tmp_path):

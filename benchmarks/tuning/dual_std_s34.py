@@ -3,8 +3,8 @@ from skace import ACERegressor
 from skace.datasets import load_rmd17
 keep = {}
 class Probe(L.KernelSolver):
-    def __init__(self, X, y, groups=None):
-        keep["X"] = X.copy(); super().__init__(X, y, groups)
+    def __init__(self, X, y, *args, **kwargs):
+        keep["X"] = X.copy(); super().__init__(X, y, *args, **kwargs)
 skace.regressor.KernelSolver = Probe
 train = load_rmd17("benzene", n=100); test = load_rmd17("benzene", split="test", n=200)
 skace.fitting.KERNEL_MIN_WORK = 1e30

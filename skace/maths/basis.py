@@ -71,7 +71,8 @@ def _degree_bounds(max_degree, correlation_order):
         return {nu: float(max_degree[nu]) for nu in range(1, correlation_order + 1)}
     if np.ndim(max_degree) == 1:
         if len(max_degree) < correlation_order:
-            raise ValueError("max_degree must give one bound per correlation order")
+            raise ValueError(f"max_degree gives {len(max_degree)} bound(s); correlation order "
+                             f"{correlation_order} needs one per order, {correlation_order} in all")
         return {nu: float(max_degree[nu - 1]) for nu in range(1, correlation_order + 1)}
     return {nu: float(max_degree) for nu in range(1, correlation_order + 1)}
 
