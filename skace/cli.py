@@ -38,6 +38,8 @@ def read_structures(spec, energy_key="energy", forces_key="forces", limit=None):
 
         if not os.path.exists(spec):
             raise FileNotFoundError(f"no such data file: {spec}")
+        if os.path.isdir(spec) and not os.path.exists(os.path.join(spec, "metadata.json")):
+            raise ValueError(f"data {spec} is a folder; give a structure file (extxyz, for example)")
         if os.path.isfile(spec) and os.path.getsize(spec) == 0:
             raise ValueError(f"data file {spec} is empty")
         try:
@@ -47,6 +49,9 @@ def read_structures(spec, energy_key="energy", forces_key="forces", limit=None):
                              "(extxyz, for example)") from None
         try:
             structures = ase.io.read(spec, index=":")
+        except UnknownFileTypeError:  # a name ASE guesses from the extension but cannot read
+            raise ValueError(f"cannot read {spec}: ASE has no reader for {fmt!r} files; give a "
+                             "structure file (extxyz, for example)") from None
         except Exception as err:  # ase raises many types for unreadable files
             raise ValueError(f"cannot read {spec} (as ASE's format {fmt!r}): {err}") from None
         if not isinstance(structures, list):
@@ -368,6 +373,8 @@ def cmd_sparsify(args):
                               name="training data")
     test = read_structures(args.test, model.energy_key, model.forces_key) if args.test else None
     model.set_params(verbose=not args.quiet)
+    if args.n_features >= model.n_features_:
+        print(f"note: -n {args.n_features} keeps every one of the model's {model.n_features_} functions")
     print(f"refitting the full model on {len(train)} structures, then selecting {args.n_features} "
           f"functions by '{args.method}'", flush=True)
     t0 = time.perf_counter()

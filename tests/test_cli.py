@@ -256,6 +256,10 @@ def test_unreadable_data_file(capsys, tmp_path):
     data = tmp_path / "garbage.xyz"
     data.write_bytes(b"\x00\x01 not xyz at all\n3\n")
     check_error(capsys, ["features", str(data)], "garbage.xyz")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    check_error(capsys, ["features", str(notes)], "notes.txt", "no reader for 'txt'")
+    check_error(capsys, ["features", str(tmp_path)], "is a folder")
 
 
 def test_bad_option_exits_2(capsys):
