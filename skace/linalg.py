@@ -407,8 +407,14 @@ class FactorOnDemand:
 
 class KernelPosterior:
     """Posterior of a :class:`KernelSolver` fit at ``lam``: ``variance(x)`` is
-    ``x (X^T X + lam I)^{-1} x^T`` per row (times ``1 / beta``, the covariance). It holds the
-    solver, i.e. the design and ``X X^T`` (``nbytes``).
+    ``x (X^T X + lam I)^{-1} x^T`` per row (times ``1 / beta``, the covariance).
+
+    It holds the solver (the design and ``X X^T``) until the first variance, which replaces
+    them by :func:`ridge_posterior_factor` of the design, as large as the design itself
+    (``nbytes``): the factor of ``X X^T + lam I`` cannot give the variance where ``lam`` is
+    near rounding in ``X X^T`` (rMD17 benzene, 100 configurations, ``lam`` at ``1e-16`` of
+    its largest eigenvalue: model variances from -0.6 to 1.09 times the SVD's; from this
+    factor 1 within 1e-9).
 
     Examples
     --------
@@ -422,14 +428,82 @@ class KernelPosterior:
     """
 
     def __init__(self, solver, lam):
-        self.solver, self.lam = solver, lam
+        self.solver, self.lam, self.factor = solver, lam, None
 
     @property
     def nbytes(self):
-        return self.solver.X.nbytes + self.solver.G.nbytes
+        if self.factor is None:
+            return self.solver.X.nbytes + self.solver.G.nbytes
+        return sum(a.nbytes for a in self.factor)
 
     def variance(self, x):
-        return self.solver.variance(x, self.lam)
+        if self.factor is None:
+            X, self.solver = self.solver.X, None  # X X^T and its factor are freed here,
+            A = np.array(X.T, order="F")          # the design once copied
+            del X
+            self.factor = ridge_posterior_factor(A, self.lam)
+        return ridge_posterior_variance(self.factor, x, self.lam)
+
+
+def ridge_posterior_factor(A, lam):
+    """Factors of ``X^T X + lam I`` for :func:`ridge_posterior_variance`, without forming
+    ``X^T X`` or ``X X^T``: a wide design's ``X^T = Q R`` (``A``: ``X^T``, ``n x m`` in Fortran
+    order, overwritten) and the triangular ``T`` with ``T^T T = P (R R^T + lam I) P`` (``P``
+    reverses the order), from the QR factorisation of ``[P R^T P; sqrt(lam) I]``. Both are
+    backward stable at any ``lam`` > 0, where squaring the design leaves an error of
+    ``eps`` times its largest squared singular value, as large as the weakest ``lam``
+    the evidence chooses. ``2 m^2 n`` to factorise (one more ``X X^T``) and ``n x m``
+    floats to keep (the design's size).
+
+    Returns
+    -------
+    (qr, tau, T)
+        LAPACK's ``geqrf`` of ``A`` (Householder vectors and their scales) and ``T``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skace.linalg import ridge_posterior_factor, ridge_posterior_variance
+    >>> X = np.random.default_rng(0).normal(size=(3, 6)); x = np.eye(6)[:2]
+    >>> f = ridge_posterior_factor(np.array(X.T, order="F"), 1e-2)  # a copy: it is overwritten
+    >>> exact = np.diag(x @ np.linalg.inv(X.T @ X + 1e-2 * np.eye(6)) @ x.T)
+    >>> bool(np.allclose(ridge_posterior_variance(f, x, 1e-2), exact))
+    True
+    """
+    from scipy.linalg import lapack
+
+    n, m = A.shape
+    if m > n:
+        raise ValueError(f"ridge_posterior_factor needs a wide design (X^T of n >= m rows), got {n} x {m}")
+    qr, tau, work, info = lapack.dgeqrf(A, lwork=-1)
+    qr, tau, work, info = lapack.dgeqrf(A, lwork=int(work[0]), overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"QR factorisation of the design failed (info {info})")
+    T = np.asfortranarray(np.tril(qr[:m, :m].T)[::-1, ::-1])  # P R^T P: upper triangular
+    lower = np.zeros((m, m), order="F")
+    lower[np.diag_indices(m)] = np.sqrt(lam)
+    T, lower, _, info = lapack.dtpqrt(m, max(1, min(64, m)), T, lower, overwrite_a=1, overwrite_b=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"QR factorisation of the posterior failed (info {info})")
+    return qr, tau, np.triu(T)
+
+
+def ridge_posterior_variance(factor, x, lam):
+    """``x (X^T X + lam I)^{-1} x^T`` for each row of ``x``, from :func:`ridge_posterior_factor`:
+    with ``[p; q] = Q^T x^T`` (the full orthogonal ``Q`` of the design's QR factorisation;
+    ``p`` in the design's row space, ``q`` orthogonal to it), ``|T^{-T} P p|^2 + |q|^2 / lam``,
+    a sum of positive terms (no cancellation)."""
+    from scipy.linalg import lapack, solve_triangular
+
+    qr, tau, T = factor
+    m = T.shape[0]
+    c = np.asfortranarray(np.atleast_2d(x).T, dtype=float)
+    c, work, info = lapack.dormqr("L", "T", qr, tau, c, lwork=-1)
+    c, work, info = lapack.dormqr("L", "T", qr, tau, c, lwork=int(work[0]), overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"applying the design's Q failed (info {info})")
+    w = solve_triangular(T, c[:m][::-1], trans="T", lower=False, check_finite=False)
+    return np.sum(w * w, axis=0) + np.sum(c[m:] * c[m:], axis=0) / lam
 
 
 def ard(G, b, yy, m, max_iter=100, tol=1e-4, threshold=1e8):
@@ -1075,19 +1149,6 @@ class KernelSolver(GramSolver):
         best = min(scores, key=scores.get)
         self.limited = bool(best <= lo)
         return self.top * 10.0 ** best
-
-    def variance(self, x, lam):
-        """``x (X^T X + lam I)^{-1} x^T`` for each row of ``x``, as
-        ``(|x|^2 - |L^{-1} X x^T|^2) / lam`` with ``L`` the factor of ``K + lam I``. At ridges
-        near ``eps`` times the largest eigenvalue the two terms agree to many digits: rMD17
-        benzene, 100 configurations, ``lam`` at ``1e-16`` of it, gives predictive standard
-        deviations 0.93-1.01 times a stable reference from the SVD
-        (``benchmarks/tuning/dual_std_s34.py``)."""
-        from scipy.linalg import solve_triangular
-
-        c, _ = self.factor(lam)
-        z = solve_triangular(c, self.X @ x.T, lower=True, check_finite=False)
-        return np.maximum(np.sum(x * x, axis=1) - np.sum(z * z, axis=0), 0.0) / lam
 
 
 def _largest_eigenvalue(K):

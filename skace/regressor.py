@@ -1055,7 +1055,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
 
             L = L.get() if isinstance(L, FactorOnDemand) else L
             var = np.sum(solve_triangular(L, x.T, lower=True) ** 2, axis=0) / null
-        elif kind == "kernel":  # Sigma = (X^T X + lam I)^-1 / beta, from the dual factor
+        elif kind == "kernel":  # Sigma = (X^T X + lam I)^-1 / beta, from the design's QR factor
             var = L.variance(x) / null
         elif kind == "ard":
             var = np.sum((x[:, kept] @ L) ** 2, axis=1)

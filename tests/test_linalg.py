@@ -556,7 +556,7 @@ def _wide_problem(seed=3, m=60, n=150, groups=12, noise=0.1):
 def test_kernel_solver_is_the_design_spectrum_in_dual_form():
     """Coefficients, profiled evidence and posterior variances of the dual form equal the SVD
     route's (the same model) at every lam; the leave-one-group-out error equals the SVD's curve."""
-    from skace.linalg import KernelSolver
+    from skace.linalg import KernelPosterior, KernelSolver
 
     X, y, groups = _wide_problem()
     spec = Spectrum.from_design(X.copy(), y)
@@ -569,7 +569,7 @@ def test_kernel_solver_is_the_design_spectrum_in_dual_form():
         np.testing.assert_allclose(ks.coefficients(lam), spec.ridge(lam), rtol=1e-7, atol=1e-9)
         assert ks.log_evidence_profiled(lam)[0] == pytest.approx(spec.log_evidence_profiled(lam)[0], rel=1e-9)
         exact = np.einsum("ij,jk,ik->i", x, np.linalg.inv(X.T @ X + lam * np.eye(X.shape[1])), x)
-        np.testing.assert_allclose(ks.variance(x, lam), exact, rtol=1e-6)
+        np.testing.assert_allclose(KernelPosterior(ks, lam).variance(x), exact, rtol=1e-6)
         _, (cv,) = group_cv_curve(U, s * s, y, groups, np.array([t]))
         assert ks.group_cv_error(lam) == pytest.approx(cv, rel=1e-7)
     # the inversion of the CV error leaves the solver usable: the next factorisation is exact
@@ -652,3 +652,33 @@ def test_kernel_solver_refines_what_rounding_in_x_xt_moves():
     # the fitted values too: forming X^T a from the dual's a (large along K's weakest
     # directions) moved them by 0.5 % here, as it moved rMD17 energies by a constant
     assert np.linalg.norm(X @ (c - exact)) < 1e-8 * np.linalg.norm(X @ exact)
+
+
+def test_dual_posterior_variance_is_exact_at_a_ridge_near_rounding():
+    """A wide design whose squared singular values span 18 decades, ``lam`` at ``1e-16`` of the
+    largest: the posterior variance ``x (X^T X + lam I)^{-1} x^T`` against its value from the
+    known factors ``X = U S V^T``. Going through ``X X^T`` (its factor, then ``(|x|^2 - |z|^2) /
+    lam``) misses by orders of magnitude here; the QR route does not. The posterior frees
+    the solver's ``X X^T`` once it has its factor."""
+    from skace.linalg import KernelPosterior, KernelSolver
+
+    rng = np.random.default_rng(3)
+    m, n = 40, 120
+    U = np.linalg.qr(rng.normal(size=(m, m)))[0]
+    V = np.linalg.qr(rng.normal(size=(n, n)))[0]
+    s = np.logspace(0, -9, m)
+    X = np.asfortranarray((U * s) @ V[:, :m].T)
+    lam = 1e-16
+    coords = rng.normal(size=(5, n)) * np.r_[np.ones(m), 1e-6 * np.ones(n - m)]  # mostly in the row space
+    x = coords @ V.T
+    exact = np.sum(coords[:, :m] ** 2 / (s**2 + lam), axis=1) + np.sum(coords[:, m:] ** 2, axis=1) / lam
+    ks = KernelSolver(X, rng.normal(size=m))
+    post = KernelPosterior(ks, lam)
+    np.testing.assert_allclose(post.variance(x), exact, rtol=1e-6)
+    assert post.solver is None and post.nbytes >= X.nbytes
+    np.testing.assert_allclose(post.variance(x[:2]), exact[:2], rtol=1e-6)  # from the kept factor
+    # the squared route this replaces: (|x|^2 - |L^-1 X x^T|^2) / lam
+    c = linalg.cholesky(X @ X.T + lam * np.eye(m), lower=True)
+    z = linalg.solve_triangular(c, X @ x.T, lower=True)
+    squared = (np.sum(x * x, axis=1) - np.sum(z * z, axis=0)) / lam
+    assert np.max(np.abs(squared / exact - 1)) > 0.1
