@@ -242,10 +242,11 @@ def test_cli_export(hco, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("skace export: error: ") and needle in err[0], err
 
-    one_line_error(["export", str(tmp_path / "missing.skace"), "-o", str(out)], "missing.skace")
+    one_line_error(["export", str(model_file), "-o", str(out)], "exists; pass --force")
+    one_line_error(["export", str(tmp_path / "missing.skace"), "-o", str(out), "--force"], "missing.skace")
     one_line_error(["export", str(model_file), "-o", str(out), "--spline-step", "0"], "--spline-step")
     one_line_error(["export", str(model_file), "-o", str(tmp_path / "no" / "m.yace")], "m.yace")
-    one_line_error(["export", str(model_file), "-o", str(out), "--degree", "1"], "degree")
+    one_line_error(["export", str(model_file), "-o", str(out), "--degree", "1", "--force"], "degree")
     with pytest.raises(SystemExit) as exc:
         main(["export", "--help"])
     assert exc.value.code == 0
