@@ -497,9 +497,10 @@ def build_parser():
     p.add_argument("--alpha", type=_non_negative_float, default=None,
                    help="ridge strength for --solver ridge (default 1e-6)")
     p.add_argument("--energy-weight", type=_non_negative_float, default=30.0,
-                   help="weight of the energy rows, per eV (default 30; forces' is per eV/Å)")
+                   help="weight of a structure's energy residual in eV, divided by the square root of its "
+                        "atom count (default 30)")
     p.add_argument("--force-weight", type=_non_negative_float, default=1.0,
-                   help="weight of the force rows (default 1; 0 fits energies only)")
+                   help="weight of a force component's residual in eV/Å (default 1; 0 fits energies only)")
     p.add_argument("--energy-key", default="energy",
                    help="atoms.info key of the energies in eV (default energy; else the calculator's)")
     p.add_argument("--forces-key", default="forces",
