@@ -31,6 +31,17 @@ SOLVERS = ("bayesian", "ridge", "gcv", "ard", "cv")
 #: and ``predict(return_std=True)`` on the loaded model says so.
 POSTERIOR_SAVE_BYTES = 64 * 2**20
 
+
+def posterior_bytes(posterior):
+    """Bytes of the arrays a fitted ``_posterior`` tuple holds: its factor (``nbytes`` of a
+    factor object, or an array) and, for the SVD route, the right singular vectors beside it."""
+    def size(part):
+        if isinstance(part, (tuple, list)):
+            return sum(size(p) for p in part)
+        return int(getattr(part, "nbytes", 0))
+
+    return size(posterior[2:])
+
 #: The descriptor of ``ACERegressor()`` when none is given, chosen for small organic
 #: molecules by validation on rMD17 training splits only (benchmarks/tuning/); its
 #: ``max_degree`` (and ``center_max_degree``) is the largest rung of :data:`DEFAULT_DEGREES`
@@ -1131,8 +1142,9 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         state.pop("_lane_work_cache", None)
         posterior = state.get("_posterior")
         if posterior is not None and posterior[0] != "dropped":
-            if posterior[2].nbytes > POSTERIOR_SAVE_BYTES:
-                state["_posterior"] = ("dropped", posterior[2].nbytes)
+            size = posterior_bytes(posterior)
+            if size > POSTERIOR_SAVE_BYTES:
+                state["_posterior"] = ("dropped", size)
             elif isinstance(posterior[2], FactorOnDemand):  # saved factorised
                 state["_posterior"] = (*posterior[:2], posterior[2].get().copy(), *posterior[3:])
         return state

@@ -1359,6 +1359,11 @@ def test_large_posterior_is_not_pickled(noisy_cho, monkeypatch, route):
     with pytest.raises(ValueError, match="not saved"):  # and so does a copy saved again
         pickle.loads(pickle.dumps(loaded)).predict(noisy_cho[:3], return_std=True)
     np.testing.assert_array_equal(model.predict(noisy_cho[:3], return_std=True)[1], std)  # the fitted object keeps it
+    if route == "design":  # the limit counts the whole posterior: the factor and the singular vectors beside it
+        factor, (V, _) = model._posterior[2], model._posterior[3]
+        assert reg.posterior_bytes(model._posterior) >= factor.nbytes + V.nbytes
+        monkeypatch.setattr(reg, "POSTERIOR_SAVE_BYTES", factor.nbytes + V.nbytes // 2)
+        assert pickle.loads(pickle.dumps(model))._posterior[0] == "dropped"
 
 
 @pytest.mark.parametrize("budget", [None, 28200, 55000])
