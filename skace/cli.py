@@ -18,8 +18,13 @@ EPILOG = "DATA is a file ase.io.read understands (extxyz, ...), 'sample' (the bu
          "'sample-test', or 'rmd17:MOLECULE[:SPLIT[:N]]' (reads $SKACE_RMD17_DIR)."
 
 
-def read_structures(spec, energy_key="energy", forces_key="forces", limit=None):
-    """Structures from a DATA argument (see ``EPILOG``)."""
+def read_structures(spec, energy_key="energy", forces_key="forces", limit=None, limit_option="--n-train",
+                    check=True):
+    """Structures from a DATA argument (see ``EPILOG``), the first ``limit`` (given as
+    ``limit_option``) where not None; ``check``: each a usable ``ase.Atoms`` (errors name the
+    file and the structure, "data.xyz[3] has ...")."""
+    if limit == 0:
+        raise ValueError(f"{limit_option} 0 leaves no structures of {spec} to use")
     from .datasets import load_rmd17, load_sample
 
     if spec in ("sample", "sample-train"):
@@ -60,7 +65,7 @@ def read_structures(spec, energy_key="energy", forces_key="forces", limit=None):
         if limit > len(structures):
             print(f"note: {spec} holds {len(structures)} structure(s), fewer than the {limit} asked for")
         structures = structures[:limit]
-    return as_structure_list(structures, name=spec)  # errors name the file: "data.xyz[3] has ..."
+    return as_structure_list(structures, name=spec) if check else structures
 
 
 def _bounded(cast, low, strict=False):
@@ -147,7 +152,7 @@ def _error_table(rows):
     for (name, n, _), row in zip(rows, cells):
         lines.append(f"{name:<6}{n:>6}" + "".join(f"{c:>{w}}" for c in row))
     if any(row[2] == "n/a" for row in cells):
-        lines.append("n/a: no forces in these data")
+        lines.append("n/a: not every structure in these data has forces")
     return "\n".join(lines)
 
 
@@ -192,13 +197,13 @@ def _degree_params(args, structures):
     return dict(max_degree=fit(default["max_degree"]), center_max_degree=merged or None)
 
 
-def check_elements(structures, name, known, owner):
-    """Fail, naming the structure, where ``structures`` hold an element outside ``known`` (the
-    elements of ``owner``: the training data, or a model)."""
+def check_elements(structures, name, known, owner, first=0):
+    """Fail, naming the structure (``name[first + k]``), where ``structures`` hold an element
+    outside ``known`` (the elements of ``owner``: the training data, or a model)."""
     for k, atoms in enumerate(structures):
         unknown = sorted(set(atoms.get_chemical_symbols()) - set(known))
         if unknown:
-            raise ValueError(f"{name}[{k}] has element {unknown[0]!r}, which {owner} lack"
+            raise ValueError(f"{name}[{first + k}] has element {unknown[0]!r}, which {owner} lack"
                              f"{'s' if owner.startswith('the model') else ''} "
                              f"(elements {', '.join(sorted(known))})")
 
@@ -334,11 +339,12 @@ def cmd_md(args):
         calc = ACECalculator(args.model, device=args.device)
     except RuntimeError as err:  # --device cuda where no GPU is usable: a usage error like the others
         raise ValueError(str(err)) from None
-    structures = read_structures(args.structure)
+    structures = read_structures(args.structure, check=False)  # only the one run is checked
     if not -len(structures) <= args.index < len(structures):
         raise ValueError(f"--index {args.index}: {args.structure} holds {len(structures)} structure(s)")
-    atoms = structures[args.index]
-    check_elements([atoms], f"{args.structure}", calc.model.descriptor_.elements_, "the model")
+    index = args.index % len(structures)
+    atoms = as_structure_list(structures[index], name=f"{args.structure}[{index}]")[0]
+    check_elements([atoms], args.structure, calc.model.descriptor_.elements_, "the model", first=index)
     atoms.calc = calc
     thermalize_momenta(atoms, temperature_K=args.temperature, rng=np.random.default_rng(args.seed))
     if args.thermostat == "langevin":
@@ -409,7 +415,7 @@ def cmd_explain(args):
             raise ValueError(f"--plot {args.plot}: matplotlib writes {', '.join(sorted(formats))}, not "
                              f"{os.path.splitext(args.plot)[1]!r}")
     model = _with_keys(load_potential(args.model), args)
-    data = read_structures(args.data, model.energy_key, model.forces_key, args.n)
+    data = read_structures(args.data, model.energy_key, model.forces_key, args.n, limit_option="-n")
     if args.by not in GROUP_BY + ("feature",):
         raise ValueError(f"unknown --by {args.by!r}; choose one of {['feature', *GROUP_BY]}")
     explanation = explain_energy(model, data)

@@ -12,6 +12,7 @@ MacKay's evidence maximisation (Bayesian ridge) works in the same basis.
 """
 
 from dataclasses import dataclass
+import threading
 
 import numpy as np
 from scipy import linalg
@@ -406,59 +407,107 @@ class FactorOnDemand:
 
 
 class KernelPosterior:
-    """Posterior of a :class:`KernelSolver` fit at ``lam``: ``variance(x)`` is
+    """Posterior of a dual-form fit (:class:`KernelSolver`) at ``lam``: ``variance(x)`` is
     ``x (X^T X + lam I)^{-1} x^T`` per row (times ``1 / beta``, the covariance).
 
-    It holds the solver (the design and ``X X^T``) until the first variance, which replaces
-    them by :func:`ridge_posterior_factor` of the design, as large as the design itself
-    (``nbytes``): the factor of ``X X^T + lam I`` cannot give the variance where ``lam`` is
-    near rounding in ``X X^T`` (rMD17 benzene, 100 configurations, ``lam`` at ``1e-16`` of
-    its largest eigenvalue: model variances from -0.6 to 1.09 times the SVD's; from this
-    factor 1 within 1e-9).
+    It holds the design ``X`` until the first variance, which replaces it by
+    :func:`ridge_posterior_factor`, as large as the design itself (``nbytes``): the factor
+    of ``X X^T + lam I`` cannot give the variance where ``lam`` is near rounding in
+    ``X X^T`` (rMD17 benzene, 100 configurations, ``lam`` at ``1e-16`` of its largest
+    eigenvalue: model variances from -0.6 to 1.09 times the SVD's; from this factor 1
+    within 1e-9). The factorisation runs in two steps, each kept once done (an interrupted
+    first call leaves a posterior that a second call completes), and under a lock, as does
+    every variance (LAPACK's ``dormqr`` writes to the factor while it applies it).
 
     Examples
     --------
     >>> import numpy as np
-    >>> from skace.linalg import KernelPosterior, KernelSolver
+    >>> from skace.linalg import KernelPosterior
     >>> X = np.random.default_rng(0).normal(size=(3, 5))
-    >>> post = KernelPosterior(KernelSolver(X, np.ones(3)), 0.1)
+    >>> post = KernelPosterior(X, 0.1)
     >>> x = np.eye(5)[:1]
     >>> bool(np.isclose(post.variance(x)[0], np.linalg.inv(X.T @ X + 0.1 * np.eye(5))[0, 0]))
     True
     """
 
-    def __init__(self, solver, lam):
-        self.solver, self.lam, self.factor = solver, lam, None
+    def __init__(self, X, lam):
+        self.X, self.lam, self.factor, self._qr = X, lam, None, None
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        solver = state.pop("solver", None)  # pickled before the QR factor: it held its solver
+        if solver is not None:
+            state.setdefault("X", solver.X)
+        for name in ("X", "factor", "_qr"):
+            state.setdefault(name, None)
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def nbytes(self):
-        if self.factor is None:
-            return self.solver.X.nbytes + self.solver.G.nbytes
-        return sum(a.nbytes for a in self.factor)
+        held = [self.X] + list(self.factor or ()) + list(self._qr or ())
+        return sum(a.nbytes for a in held if a is not None)
 
     def variance(self, x):
-        if self.factor is None:
-            X, self.solver = self.solver.X, None  # X X^T and its factor are freed here,
-            A = np.array(X.T, order="F")          # the design once copied
-            del X
-            self.factor = ridge_posterior_factor(A, self.lam)
-        return ridge_posterior_variance(self.factor, x, self.lam)
+        with self._lock:
+            if self.factor is None:
+                if self._qr is None:
+                    self._qr = design_qr(np.array(self.X.T, order="F"))
+                    self.X = None  # the design's memory goes once its factor exists
+                self.factor = (*self._qr, posterior_triangle(self._qr[0], self.lam))
+                self._qr = None
+            return ridge_posterior_variance(self.factor, x, self.lam)
+
+
+def design_qr(A):
+    """LAPACK's ``geqrf`` of ``A`` (``n x m``, ``n >= m``, Fortran order, overwritten: no copy):
+    ``(qr, tau)``, the Householder vectors below ``R`` and their scales."""
+    from scipy.linalg import lapack
+
+    n, m = A.shape
+    if m > n or not A.flags.f_contiguous:
+        raise ValueError(f"design_qr needs X^T of a wide design in Fortran order (n >= m rows), got {n} x {m}")
+    qr, tau, work, info = lapack.dgeqrf(A, lwork=-1, overwrite_a=1)  # a query: A unchanged, not copied
+    qr, tau, work, info = lapack.dgeqrf(A, lwork=int(work[0]), overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"QR factorisation of the design failed (info {info})")
+    return qr, tau
+
+
+def posterior_triangle(qr, lam):
+    """Upper triangular ``T`` with ``T^T T = P (R R^T + lam I) P`` from the QR factorisation of
+    ``[P R^T P; sqrt(lam) I]`` (LAPACK's ``tpqrt``; ``R`` from :func:`design_qr`'s ``qr``,
+    ``P`` reverses the order), without forming ``R R^T``."""
+    from scipy.linalg import lapack
+
+    m = qr.shape[1]
+    T = np.asfortranarray(np.tril(qr[:m, :m].T)[::-1, ::-1])  # P R^T P: upper triangular
+    lower = np.zeros((m, m), order="F")
+    lower[np.diag_indices(m)] = np.sqrt(lam)
+    T, lower, _, info = lapack.dtpqrt(m, max(1, min(64, m)), T, lower, overwrite_a=1, overwrite_b=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"QR factorisation of the posterior failed (info {info})")
+    return np.triu(T)
 
 
 def ridge_posterior_factor(A, lam):
     """Factors of ``X^T X + lam I`` for :func:`ridge_posterior_variance`, without forming
-    ``X^T X`` or ``X X^T``: a wide design's ``X^T = Q R`` (``A``: ``X^T``, ``n x m`` in Fortran
-    order, overwritten) and the triangular ``T`` with ``T^T T = P (R R^T + lam I) P`` (``P``
-    reverses the order), from the QR factorisation of ``[P R^T P; sqrt(lam) I]``. Both are
-    backward stable at any ``lam`` > 0, where squaring the design leaves an error of
-    ``eps`` times its largest squared singular value, as large as the weakest ``lam``
-    the evidence chooses. ``2 m^2 n`` to factorise (one more ``X X^T``) and ``n x m``
-    floats to keep (the design's size).
+    ``X^T X`` or ``X X^T``: a wide design's ``X^T = Q R`` (:func:`design_qr`; ``A``: ``X^T``,
+    ``n x m`` in Fortran order, overwritten) and the triangular ``T`` with
+    ``T^T T = P (R R^T + lam I) P`` (:func:`posterior_triangle`). Both are backward stable at
+    any ``lam`` > 0, where squaring the design leaves an error of ``eps`` times its largest
+    squared singular value, as large as the weakest ``lam`` the evidence chooses.
+    ``2 m^2 n`` to factorise (one more ``X X^T``) and ``n x m`` floats to keep (the design's
+    size).
 
     Returns
     -------
     (qr, tau, T)
-        LAPACK's ``geqrf`` of ``A`` (Householder vectors and their scales) and ``T``.
 
     Examples
     --------
@@ -470,22 +519,8 @@ def ridge_posterior_factor(A, lam):
     >>> bool(np.allclose(ridge_posterior_variance(f, x, 1e-2), exact))
     True
     """
-    from scipy.linalg import lapack
-
-    n, m = A.shape
-    if m > n:
-        raise ValueError(f"ridge_posterior_factor needs a wide design (X^T of n >= m rows), got {n} x {m}")
-    qr, tau, work, info = lapack.dgeqrf(A, lwork=-1)
-    qr, tau, work, info = lapack.dgeqrf(A, lwork=int(work[0]), overwrite_a=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"QR factorisation of the design failed (info {info})")
-    T = np.asfortranarray(np.tril(qr[:m, :m].T)[::-1, ::-1])  # P R^T P: upper triangular
-    lower = np.zeros((m, m), order="F")
-    lower[np.diag_indices(m)] = np.sqrt(lam)
-    T, lower, _, info = lapack.dtpqrt(m, max(1, min(64, m)), T, lower, overwrite_a=1, overwrite_b=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"QR factorisation of the posterior failed (info {info})")
-    return qr, tau, np.triu(T)
+    qr, tau = design_qr(A)
+    return qr, tau, posterior_triangle(qr, lam)
 
 
 def ridge_posterior_variance(factor, x, lam):
@@ -497,7 +532,10 @@ def ridge_posterior_variance(factor, x, lam):
 
     qr, tau, T = factor
     m = T.shape[0]
-    c = np.asfortranarray(np.atleast_2d(x).T, dtype=float)
+    x = np.atleast_2d(x)
+    if x.ndim != 2 or x.shape[1] != qr.shape[0]:
+        raise ValueError(f"x must have {qr.shape[0]} columns (one per unknown), got shape {x.shape}")
+    c = np.asfortranarray(x.T, dtype=float)
     c, work, info = lapack.dormqr("L", "T", qr, tau, c, lwork=-1)
     c, work, info = lapack.dormqr("L", "T", qr, tau, c, lwork=int(work[0]), overwrite_c=1)
     if info != 0:

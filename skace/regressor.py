@@ -845,7 +845,7 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         if ks.cv_scores:
             self.cv_scores_ = np.array(sorted(ks.cv_scores.items()))
         self.beta_, self.alpha_, self.scale_ = beta, lam, scale
-        self._posterior = ("kernel", None, KernelPosterior(ks, lam), beta)
+        self._posterior = ("kernel", None, KernelPosterior(ks.X, lam), beta)
         return ks.coefficients(lam) / scale
 
     @staticmethod

@@ -220,7 +220,7 @@ def test_bad_values(capsys, fitted, tmp_path):
     path, *_ = fitted
     check_usage_error(capsys, ["fit", "sample", *FIT, "--cutoff", "-1"], "--cutoff", "must be > 0")
     check_usage_error(capsys, ["fit", "sample", *FIT, "--correlation-order", "0"], "--correlation-order")
-    check_error(capsys, ["fit", "sample", "--n-train", "0", "-q"], "empty")
+    check_error(capsys, ["fit", "sample", "--n-train", "0", "-q"], "--n-train 0 leaves no structures")
     check_error(capsys, ["md", str(path), "sample-test", "--index", "999", "--steps", "2",
                          "--trajectory", str(tmp_path / "t.traj")])
     check_error(capsys, ["md", str(path), "sample-test", "--steps", "2",
@@ -337,8 +337,10 @@ def test_existing_outputs_are_replaced_only_with_force(fitted, capsys, tmp_path)
                  ["md", str(model), "sample-test", "--steps", "1", "--trajectory", str(notes)],
                  ["export", str(model), "-o", str(notes)],
                  ["sparsify", str(model), "sample-test", "-n", "5", "-q", "-o", str(notes)]):
-        check_error(capsys, argv, f"{notes} exists", "--force")
-        assert "fitting" not in capsys.readouterr().out
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert f"{notes} exists; pass --force to replace it" in captured.err
+        assert captured.out == ""  # refused before any work
     assert notes.read_text() == "my notes\n"
     assert main(["md", str(model), "sample-test", "--steps", "1", "--trajectory", str(notes), "--force"]) == 0
     assert ase.io.read(notes, format="traj") is not None
@@ -358,18 +360,27 @@ def test_data_without_forces_shows_na(fitted, capsys, tmp_path):
     ase.io.write(tmp_path / "noforces.xyz", frames, format="extxyz")
     assert main(["evaluate", str(fitted[0]), str(tmp_path / "noforces.xyz")]) == 0
     out = capsys.readouterr().out
-    assert "n/a" in out and "no forces in these data" in out and "nan" not in out
+    assert "n/a" in out and "not every structure in these data has forces" in out and "nan" not in out
     assert np.isfinite(table_rows(out)["data"][1])
     # and a fit that needs them names the file and the command-line way out
     check_error(capsys, ["fit", str(tmp_path / "noforces.xyz"), *FIT], "noforces.xyz[0]", "--force-weight 0")
 
 
 def test_errors_name_the_data_file(fitted, capsys, tmp_path):
-    atoms = load_sample("test", n=2)
+    atoms = load_sample("test", n=3)
     atoms[1][0].symbol = "N"
     ase.io.write(tmp_path / "n.xyz", atoms, format="extxyz")
     check_error(capsys, ["evaluate", str(fitted[0]), str(tmp_path / "n.xyz")], f"{tmp_path / 'n.xyz'}[1]",
                 "'N'", "the model lacks")
+    # md names the structure it runs, and checks only that one
+    for index in ("1", "-2"):
+        check_error(capsys, ["md", str(fitted[0]), str(tmp_path / "n.xyz"), "--index", index, "--steps", "1",
+                             "--trajectory", ""], f"{tmp_path / 'n.xyz'}[1]", "'N'")
+    assert main(["md", str(fitted[0]), str(tmp_path / "n.xyz"), "--index", "2", "--steps", "1",
+                 "--trajectory", ""]) == 0
+    capsys.readouterr()
+    check_error(capsys, ["fit", "sample", *FIT[2:], "--n-train", "0"], "--n-train 0 leaves no structures")
+    check_error(capsys, ["explain", str(fitted[0]), "sample-test", "-n", "0"], "-n 0 leaves no structures")
     atoms[1].positions[0, 0] = np.nan
     ase.io.write(tmp_path / "nan.xyz", atoms, format="extxyz")
     check_error(capsys, ["evaluate", str(fitted[0]), str(tmp_path / "nan.xyz")], f"{tmp_path / 'nan.xyz'}[1]",

@@ -569,7 +569,7 @@ def test_kernel_solver_is_the_design_spectrum_in_dual_form():
         np.testing.assert_allclose(ks.coefficients(lam), spec.ridge(lam), rtol=1e-7, atol=1e-9)
         assert ks.log_evidence_profiled(lam)[0] == pytest.approx(spec.log_evidence_profiled(lam)[0], rel=1e-9)
         exact = np.einsum("ij,jk,ik->i", x, np.linalg.inv(X.T @ X + lam * np.eye(X.shape[1])), x)
-        np.testing.assert_allclose(KernelPosterior(ks, lam).variance(x), exact, rtol=1e-6)
+        np.testing.assert_allclose(KernelPosterior(ks.X, lam).variance(x), exact, rtol=1e-6)
         _, (cv,) = group_cv_curve(U, s * s, y, groups, np.array([t]))
         assert ks.group_cv_error(lam) == pytest.approx(cv, rel=1e-7)
     # the inversion of the CV error leaves the solver usable: the next factorisation is exact
@@ -658,9 +658,9 @@ def test_dual_posterior_variance_is_exact_at_a_ridge_near_rounding():
     """A wide design whose squared singular values span 18 decades, ``lam`` at ``1e-16`` of the
     largest: the posterior variance ``x (X^T X + lam I)^{-1} x^T`` against its value from the
     known factors ``X = U S V^T``. Going through ``X X^T`` (its factor, then ``(|x|^2 - |z|^2) /
-    lam``) misses by orders of magnitude here; the QR route does not. The posterior frees
-    the solver's ``X X^T`` once it has its factor."""
-    from skace.linalg import KernelPosterior, KernelSolver
+    lam``) misses by orders of magnitude here; the QR route does not. The posterior lets the
+    design go once it has its factor."""
+    from skace.linalg import KernelPosterior
 
     rng = np.random.default_rng(3)
     m, n = 40, 120
@@ -672,13 +672,54 @@ def test_dual_posterior_variance_is_exact_at_a_ridge_near_rounding():
     coords = rng.normal(size=(5, n)) * np.r_[np.ones(m), 1e-6 * np.ones(n - m)]  # mostly in the row space
     x = coords @ V.T
     exact = np.sum(coords[:, :m] ** 2 / (s**2 + lam), axis=1) + np.sum(coords[:, m:] ** 2, axis=1) / lam
-    ks = KernelSolver(X, rng.normal(size=m))
-    post = KernelPosterior(ks, lam)
+    post = KernelPosterior(X, lam)
     np.testing.assert_allclose(post.variance(x), exact, rtol=1e-6)
-    assert post.solver is None and post.nbytes >= X.nbytes
+    assert post.X is None and post.nbytes >= X.nbytes  # the factor replaces the design
     np.testing.assert_allclose(post.variance(x[:2]), exact[:2], rtol=1e-6)  # from the kept factor
+    with pytest.raises(ValueError, match=f"{n} columns"):
+        post.variance(x[:, :-1])
     # the squared route this replaces: (|x|^2 - |L^-1 X x^T|^2) / lam
     c = linalg.cholesky(X @ X.T + lam * np.eye(m), lower=True)
     z = linalg.solve_triangular(c, X @ x.T, lower=True)
     squared = (np.sum(x * x, axis=1) - np.sum(z * z, axis=0)) / lam
     assert np.max(np.abs(squared / exact - 1)) > 0.1
+
+
+def test_dual_posterior_survives_an_interrupted_factorisation_and_old_pickles(monkeypatch):
+    """A first variance interrupted after the design's QR (out of memory, say) leaves a posterior
+    that the next call completes; concurrent first calls factorise once and agree; a posterior
+    pickled by the code before the QR factor (it held its solver) still answers."""
+    import pickle
+    import threading
+
+    import skace.linalg as L
+
+    rng = np.random.default_rng(5)
+    X = np.asfortranarray(rng.normal(size=(30, 80)))
+    x = rng.normal(size=(4, 80))
+    lam = 1e-3
+    exact = np.einsum("ij,jk,ik->i", x, np.linalg.inv(X.T @ X + lam * np.eye(80)), x)
+    post = L.KernelPosterior(X, lam)
+    triangle = L.posterior_triangle
+    monkeypatch.setattr(L, "posterior_triangle", lambda *a: (_ for _ in ()).throw(MemoryError("no room")))
+    with pytest.raises(MemoryError):
+        post.variance(x)
+    assert post.factor is None and post._qr is not None  # the QR is kept for the next call
+    monkeypatch.setattr(L, "posterior_triangle", triangle)
+    np.testing.assert_allclose(post.variance(x), exact, rtol=1e-9)
+
+    post, out = L.KernelPosterior(X, lam), []
+    threads = [threading.Thread(target=lambda: out.append(post.variance(x))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == 4 and all(np.array_equal(v, out[0]) for v in out)
+    np.testing.assert_allclose(out[0], exact, rtol=1e-9)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(post)).variance(x), out[0], rtol=0)
+
+    old = L.KernelPosterior.__new__(L.KernelPosterior)  # the state such a posterior pickled
+    old.__dict__.update(solver=L.KernelSolver(X.copy(order="F"), rng.normal(size=30)), lam=lam)
+    revived = pickle.loads(pickle.dumps(old))
+    assert revived.nbytes == X.nbytes
+    np.testing.assert_allclose(revived.variance(x), exact, rtol=1e-9)
