@@ -197,24 +197,24 @@ def _degree_params(args, structures):
     return dict(max_degree=fit(default["max_degree"]), center_max_degree=merged or None)
 
 
-def check_elements(structures, name, known, owner, first=0):
+def check_elements(structures, name, known, lacking="the model lacks", first=0):
     """Fail, naming the structure (``name[first + k]``), where ``structures`` hold an element
-    outside ``known`` (the elements of ``owner``: the training data, or a model)."""
+    outside ``known`` (the elements of a model, or of the training data: ``lacking`` says which)."""
     for k, atoms in enumerate(structures):
         unknown = sorted(set(atoms.get_chemical_symbols()) - set(known))
         if unknown:
-            raise ValueError(f"{name}[{first + k}] has element {unknown[0]!r}, which {owner} lack"
-                             f"{'s' if owner.startswith('the model') else ''} "
+            raise ValueError(f"{name}[{first + k}] has element {unknown[0]!r}, which {lacking} "
                              f"(elements {', '.join(sorted(known))})")
 
 
-def check_data(structures, name, energy_key, forces_key, known=None, owner="the model", need_forces=False):
+def check_data(structures, name, energy_key, forces_key, known=None, lacking="the model lacks",
+               need_forces=False):
     """Fail before the work, not after it, where ``structures`` (read from ``name``) cannot be
     fitted or evaluated: elements outside ``known``, no energies, or, ``need_forces``, no forces."""
     from .fitting import read_targets
 
     if known is not None:
-        check_elements(structures, name, known, owner)
+        check_elements(structures, name, known, lacking)
     read_targets(structures, energy_key, forces_key, need_forces=need_forces, name=name,
                  forces_hint=f"give --forces-key, or --force-weight 0 to fit energies only")
 
@@ -231,12 +231,12 @@ def cmd_fit(args):
     output_path(args.output, "-o", data, args.test, saved=True, force=args.force)
     train = read_structures(data, args.energy_key, args.forces_key, args.n_train)
     check_data(train, data, args.energy_key, args.forces_key, need_forces=args.force_weight > 0)
-    elements = sorted({s for atoms in train for s in atoms.get_chemical_symbols()})
+    elements = ACETransformer()._elements_of(train)
     test = None
     if args.test or data in ("sample", "sample-train"):
         name = args.test or "sample-test"
         test = read_structures(name, args.energy_key, args.forces_key)
-        check_data(test, name, args.energy_key, args.forces_key, known=elements, owner="the training data")
+        check_data(test, name, args.energy_key, args.forces_key, known=elements, lacking="the training data lack")
     descriptor = ACETransformer(
         cutoff=args.cutoff, correlation_order=args.correlation_order, **_degree_params(args, train),
         radial_basis=args.radial_basis, l_weight=args.l_weight, n_jobs=args.threads,
@@ -344,7 +344,7 @@ def cmd_md(args):
         raise ValueError(f"--index {args.index}: {args.structure} holds {len(structures)} structure(s)")
     index = args.index % len(structures)
     atoms = as_structure_list(structures[index], name=f"{args.structure}[{index}]")[0]
-    check_elements([atoms], args.structure, calc.model.descriptor_.elements_, "the model", first=index)
+    check_elements([atoms], args.structure, calc.model.descriptor_.elements_, first=index)
     atoms.calc = calc
     thermalize_momenta(atoms, temperature_K=args.temperature, rng=np.random.default_rng(args.seed))
     if args.thermostat == "langevin":

@@ -410,14 +410,18 @@ class KernelPosterior:
     """Posterior of a dual-form fit (:class:`KernelSolver`) at ``lam``: ``variance(x)`` is
     ``x (X^T X + lam I)^{-1} x^T`` per row (times ``1 / beta``, the covariance).
 
-    It holds the design ``X`` until the first variance, which replaces it by
-    :func:`ridge_posterior_factor`, as large as the design itself (``nbytes``): the factor
-    of ``X X^T + lam I`` cannot give the variance where ``lam`` is near rounding in
-    ``X X^T`` (rMD17 benzene, 100 configurations, ``lam`` at ``1e-16`` of its largest
-    eigenvalue: model variances from -0.6 to 1.09 times the SVD's; from this factor 1
-    within 1e-9). The factorisation runs in two steps, each kept once done (an interrupted
-    first call leaves a posterior that a second call completes), and under a lock, as does
-    every variance (LAPACK's ``dormqr`` writes to the factor while it applies it).
+    It holds the design ``X`` until the first variance, which replaces it by factors of
+    ``X^T X + lam I`` that never square the design, as large as the design itself
+    (``nbytes``): ``X^T = Q R`` (:func:`design_qr`) and ``T`` with ``T^T T = P (R R^T + lam I) P``
+    (:func:`posterior_triangle`), for :func:`ridge_posterior_variance`. Both are backward
+    stable at any ``lam`` > 0; squaring leaves an error of ``eps`` times the largest squared
+    singular value, as large as the weakest ``lam`` the evidence chooses, so the factor of
+    ``X X^T + lam I`` cannot give the variance there (rMD17 benzene, 100 configurations,
+    ``lam`` at ``1e-16`` of its largest eigenvalue: model variances from -0.6 to 1.09 times
+    the SVD's; from these factors 1 within 1e-9). ``2 m^2 n`` to factorise (one more
+    ``X X^T``). The two steps are each kept once done (an interrupted first call leaves a
+    posterior that a second call completes), under a lock, as is every variance (LAPACK's
+    ``dormqr`` writes to the factor while it applies it).
 
     Examples
     --------
@@ -495,39 +499,23 @@ def posterior_triangle(qr, lam):
     return np.triu(T)
 
 
-def ridge_posterior_factor(A, lam):
-    """Factors of ``X^T X + lam I`` for :func:`ridge_posterior_variance`, without forming
-    ``X^T X`` or ``X X^T``: a wide design's ``X^T = Q R`` (:func:`design_qr`; ``A``: ``X^T``,
-    ``n x m`` in Fortran order, overwritten) and the triangular ``T`` with
-    ``T^T T = P (R R^T + lam I) P`` (:func:`posterior_triangle`). Both are backward stable at
-    any ``lam`` > 0, where squaring the design leaves an error of ``eps`` times its largest
-    squared singular value, as large as the weakest ``lam`` the evidence chooses.
-    ``2 m^2 n`` to factorise (one more ``X X^T``) and ``n x m`` floats to keep (the design's
-    size).
-
-    Returns
-    -------
-    (qr, tau, T)
+def ridge_posterior_variance(factor, x, lam):
+    """``x (X^T X + lam I)^{-1} x^T`` for each row of ``x``, from ``factor = (qr, tau, T)``
+    (:func:`design_qr` of ``X^T``, then :func:`posterior_triangle`):
+    with ``[p; q] = Q^T x^T`` (the full orthogonal ``Q`` of the design's QR factorisation;
+    ``p`` in the design's row space, ``q`` orthogonal to it), ``|T^{-T} P p|^2 + |q|^2 / lam``,
+    a sum of positive terms (no cancellation).
 
     Examples
     --------
     >>> import numpy as np
-    >>> from skace.linalg import ridge_posterior_factor, ridge_posterior_variance
+    >>> from skace.linalg import design_qr, posterior_triangle, ridge_posterior_variance
     >>> X = np.random.default_rng(0).normal(size=(3, 6)); x = np.eye(6)[:2]
-    >>> f = ridge_posterior_factor(np.array(X.T, order="F"), 1e-2)  # a copy: it is overwritten
-    >>> exact = np.diag(x @ np.linalg.inv(X.T @ X + 1e-2 * np.eye(6)) @ x.T)
-    >>> bool(np.allclose(ridge_posterior_variance(f, x, 1e-2), exact))
+    >>> qr, tau = design_qr(np.array(X.T, order="F"))  # a copy: it is overwritten
+    >>> var = ridge_posterior_variance((qr, tau, posterior_triangle(qr, 1e-2)), x, 1e-2)
+    >>> bool(np.allclose(var, np.diag(x @ np.linalg.inv(X.T @ X + 1e-2 * np.eye(6)) @ x.T)))
     True
     """
-    qr, tau = design_qr(A)
-    return qr, tau, posterior_triangle(qr, lam)
-
-
-def ridge_posterior_variance(factor, x, lam):
-    """``x (X^T X + lam I)^{-1} x^T`` for each row of ``x``, from :func:`ridge_posterior_factor`:
-    with ``[p; q] = Q^T x^T`` (the full orthogonal ``Q`` of the design's QR factorisation;
-    ``p`` in the design's row space, ``q`` orthogonal to it), ``|T^{-T} P p|^2 + |q|^2 / lam``,
-    a sum of positive terms (no cancellation)."""
     from scipy.linalg import lapack, solve_triangular
 
     qr, tau, T = factor
