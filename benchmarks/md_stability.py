@@ -81,7 +81,14 @@ def run(atoms, calc, temperature, ps, timestep_fs, thermostat, seed, check_every
     energies, done, t0 = [atoms.get_total_energy()], 0, time.perf_counter()
     intact, what = True, None
     while done < n_steps:
-        dyn.run(check_every)
+        try:
+            dyn.run(check_every)
+        except ValueError as err:  # atoms collapsed onto each other between two checks
+            if "overlapping atoms" not in str(err):
+                raise
+            done += check_every
+            intact, what = False, str(err)
+            break
         done += check_every
         energies.append(atoms.get_total_energy())
         what = broken(atoms, bond_list) if np.isfinite(energies[-1]) else "energy not finite"

@@ -16,7 +16,7 @@ import numpy as np
 
 from .descriptor import numba_threads
 from .kernels import ace as _k
-from .kernels.neighbours import CellGrid
+from .kernels.neighbours import CellGrid, overlap_message
 from .structures import species_indices
 
 #: Structures with more atoms than this are evaluated in chunks of atoms; lists of
@@ -54,7 +54,7 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
             first, nbr, D, close = grid.pairs(lo, hi)
             if close.any():
                 i = lo + int(np.flatnonzero(close)[0])
-                raise ValueError(f"overlapping atoms in {name}: atom {i} has a neighbour at zero distance")
+                raise ValueError(overlap_message(name, i))
             first_all[lo:hi + 1] = first
             max_pairs = max(int(np.diff(first).max()), 1)
             f_pair = np.empty((len(nbr) if need_pairs else 0, 3))

@@ -355,7 +355,11 @@ def cmd_md(args):
     e_start = atoms.get_total_energy()
     atoms.get_forces()  # compiled (or loaded from numba's cache) before the timing
     t0 = time.perf_counter()
-    dyn.run(args.steps)
+    try:
+        dyn.run(args.steps)
+    except ValueError as err:  # the structure collapsed (overlapping atoms) during the run
+        kept = f"; the trajectory up to there is in {trajectory}" if trajectory else ""
+        raise ValueError(f"MD stopped after {dyn.nsteps} of {args.steps} steps: {err}{kept}") from None
     elapsed = time.perf_counter() - t0
     e_end = atoms.get_total_energy()
     rate = f" ({1e6 * elapsed / args.steps / len(atoms):.1f} µs/atom/step)" if args.steps else ""

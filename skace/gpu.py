@@ -28,7 +28,7 @@ from collections import namedtuple
 import numpy as np
 
 from .kernels.harmonics import harmonic_prefactors
-from .kernels.neighbours import CellGrid, _bin_points
+from .kernels.neighbours import CellGrid, _bin_points, overlap_message
 from .maths.radial import family_code
 from . import structures as _structures
 from .structures import Batch, species_indices
@@ -467,8 +467,7 @@ def _raise_on_overlap(overlap, structure_start, name):
     i = int(overlap.copy_to_host()[0])
     if i < structure_start[-1]:
         k = int(np.searchsorted(structure_start, i, side="right") - 1)
-        raise ValueError(
-            f"overlapping atoms in {name}[{k}]: atom {i - structure_start[k]} has a neighbour at zero distance")
+        raise ValueError(overlap_message(f"{name}[{k}]", i - structure_start[k]))
 
 
 # ------------------------------------------------------- estimator glue

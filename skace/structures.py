@@ -9,7 +9,7 @@ from collections import namedtuple
 import numpy as np
 from ase import Atoms
 
-from .kernels.neighbours import molecules_neighbour_list, neighbour_list
+from .kernels.neighbours import molecules_neighbour_list, neighbour_list, overlap_message
 
 Batch = namedtuple(
     "Batch",
@@ -277,7 +277,7 @@ def build_batch(structures, elements, cutoff, name="X"):
     for k, first, j, D, close in parts:
         if close.any():
             i = int(np.flatnonzero(close)[0])
-            raise ValueError(f"overlapping atoms in {name}[{k}]: atom {i} has a neighbour at zero distance")
+            raise ValueError(overlap_message(f"{name}[{k}]", i))
         firsts.append(first[:-1] + pair_offset)
         nbrs.append(j)
         Ds.append(D)

@@ -227,6 +227,26 @@ def test_bad_values(capsys, fitted, tmp_path):
                          "--trajectory", str(tmp_path / "no" / "such" / "dir" / "t.traj")])
 
 
+def test_md_stops_cleanly_when_atoms_collapse(fitted, capsys, tmp_path, monkeypatch):
+    """Atoms overlapping mid-run end as one error line naming the step, and the trajectory so far stays."""
+    from skace.calculator import ACECalculator
+    path, *_ = fitted
+    calculate, calls = ACECalculator.calculate, []
+
+    def collapse_on_third_call(self, atoms=None, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the start and one step done
+            atoms.positions[1] = atoms.positions[0] + [0.0, 0.0, 0.05]
+        return calculate(self, atoms, *args, **kwargs)
+
+    monkeypatch.setattr(ACECalculator, "calculate", collapse_on_third_call)
+    traj = tmp_path / "t.traj"
+    line = check_error(capsys, ["md", str(path), "sample-test", "--steps", "5", "--trajectory", str(traj)],
+                       "MD stopped after 1 of 5 steps: overlapping atoms in X[0]: atom 0 has a neighbour closer "
+                       "than 0.1 Å", f"the trajectory up to there is in {traj}")
+    assert len(ase.io.read(traj, index=":")) == 2, line  # the start and the one step
+
+
 def test_md_with_zero_steps(fitted, capsys, tmp_path):
     """``--steps 0`` is a user mistake (or a no-op), not a ZeroDivisionError traceback."""
     path, *_ = fitted

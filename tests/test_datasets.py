@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ase.units import kcal, mol
 
-from skace.datasets import load_rmd17, load_sample, rmd17_path
+from skace.datasets import RMD17_ENV, RMD17_URL, load_rmd17, load_sample, rmd17_path
 
 
 def test_sample_is_ethanol_in_ev():
@@ -19,8 +19,9 @@ def test_sample_is_ethanol_in_ev():
 
 
 def test_rmd17_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="rmd17_ethanol_train_01.npz"):
+    with pytest.raises(FileNotFoundError, match="rmd17_ethanol_train_01.npz") as err:
         load_rmd17("ethanol", path=tmp_path)
+    assert RMD17_URL in str(err.value) and "npz_data/rmd17_ethanol.npz" in str(err.value)
     with pytest.raises(ValueError, match="unknown rMD17 molecule"):
         rmd17_path("water")
     with pytest.raises(ValueError, match="split"):
@@ -40,6 +41,37 @@ def test_rmd17_reader_converts_units(tmp_path):
     # a negative n once dropped the last configurations instead (Python's slice)
     with pytest.raises(ValueError, match="n must be >= 0"):
         load_rmd17("benzene", path=tmp_path, n=-1)
+
+
+def test_rmd17_reader_reads_the_release_layout(tmp_path, monkeypatch):
+    """The download unpacked as is: rmd17/npz_data/rmd17_<molecule>.npz, rows from rmd17/splits."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "rmd17"
+    (root / "npz_data").mkdir(parents=True)
+    (root / "splits").mkdir()
+    n_all = 10
+    energies = -1000.0 - np.arange(n_all)
+    np.savez(root / "npz_data" / "rmd17_uracil.npz", nuclear_charges=np.array([6, 6, 7, 8, 1], np.uint8),
+             coords=rng.normal(size=(n_all, 5, 3)) * 2, energies=energies,
+             forces=rng.normal(size=(n_all, 5, 3)), old_indices=100 + np.arange(n_all))
+    np.savetxt(root / "splits" / "index_train_01.csv", [7, 2, 5], fmt="%d")
+    np.savetxt(root / "splits" / "index_test_01.csv", [9], fmt="%d")
+    with np.load(root / "npz_data" / "rmd17_uracil.npz") as d:
+        coords, forces = d["coords"], d["forces"]
+    for path in (tmp_path, root):
+        train = load_rmd17("uracil", path=path)
+        assert [a.info["rmd17_index"] for a in train] == [107, 102, 105]
+        np.testing.assert_allclose([a.info["energy"] for a in train], energies[[7, 2, 5]] * kcal / mol)
+        np.testing.assert_allclose(train[2].positions, coords[5])
+        np.testing.assert_allclose(train[0].arrays["forces"], forces[7] * kcal / mol)
+        assert len(load_rmd17("uracil", path=path, n=2)) == 2
+        assert [a.info["rmd17_index"] for a in load_rmd17("uracil", "test", path=path)] == [109]
+        assert rmd17_path("uracil", path=path) == root / "npz_data" / "rmd17_uracil.npz"
+    monkeypatch.setenv(RMD17_ENV, str(tmp_path))
+    assert len(load_rmd17("uracil")) == 3
+    np.savetxt(root / "splits" / "index_train_01.csv", [3, 10], fmt="%d")
+    with pytest.raises(ValueError, match="index_train_01.csv lists configurations outside the 10"):
+        load_rmd17("uracil", path=tmp_path)
 
 
 @pytest.mark.parametrize("n, error", [(-1, ValueError), (2.5, TypeError), ("3", TypeError)])

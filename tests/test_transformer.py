@@ -13,6 +13,7 @@ from sklearn.base import clone
 
 import reference as ref
 from skace import ACETransformer
+from skace.kernels.neighbours import OVERLAP_DISTANCE
 
 FAMILIES = ["agnesi", "bessel", "gaussian", "chebexp"]
 CUTOFF = 3.5
@@ -709,6 +710,17 @@ def test_overlapping_atoms(method):
     per = Atoms("NaCl", positions=[[0.1, 0.2, 0.3], [3.1, 0.2, 0.3]], cell=cell, pbc=True)
     with pytest.raises(ValueError, match="overlapping"):
         getattr(t, method)([per])
+    # closer than OVERLAP_DISTANCE is overlapping too (no bond is that short); just beyond it is not
+    for d, ok in [(0.95 * OVERLAP_DISTANCE, False), (1.05 * OVERLAP_DISTANCE, True)]:
+        near = [Atoms("NaCl", positions=[[0.5, 0.5, 0.5], [0.5, 0.5, 0.5 + d]]),
+                Atoms("NaCl", positions=[[0.1, 0.2, 0.3], [3.1 - d, 0.2, 0.3]], cell=cell, pbc=True)]
+        for k, atoms in enumerate(near):
+            if ok:
+                assert np.isfinite(getattr(t, method)([atoms])).all()
+            else:
+                with pytest.raises(ValueError, match=rf"overlapping atoms in X\[0\]: atom 0 has a neighbour closer "
+                                                     rf"than {OVERLAP_DISTANCE} Å"):
+                    getattr(t, method)([atoms])
 
 
 def test_not_fitted():

@@ -65,26 +65,60 @@ def _default_rmd17_dirs():
         yield parent.parent / "shared" / "data" / "rmd17"
 
 
-def rmd17_path(molecule, split="train", path=None):
-    """Path of ``rmd17_<molecule>_<split>_01.npz``, or a FileNotFoundError that says where to put it."""
+#: The rMD17 release (Christensen & von Lilienfeld 2020, CC0): figshare article 12672038.
+RMD17_URL = "https://figshare.com/ndownloader/files/23950376"
+
+
+def _rmd17_name(molecule, split):
     name = "salicylic" if molecule in ("salicylic acid", "salicylic_acid") else molecule
     if name not in RMD17_MOLECULES:
         raise ValueError(f"unknown rMD17 molecule {molecule!r}; choose one of {list(RMD17_MOLECULES)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return name
+
+
+def _release_files(folder, name, split):
+    """``(npz, index csv)`` of the release's own layout under ``folder``, or None."""
+    for root in (folder, folder / "rmd17"):
+        npz = root / "npz_data" / f"rmd17_{name}.npz"
+        index = root / "splits" / f"index_{split}_01.csv"
+        if npz.is_file() and index.is_file():
+            return npz, index
+    return None
+
+
+def _locate_rmd17(molecule, split, path):
+    """``(npz file, split index file or None)`` of one molecule and split."""
+    name = _rmd17_name(molecule, split)
     filename = f"rmd17_{name}_{split}_01.npz"
     candidates = [Path(path)] if path is not None else list(_default_rmd17_dirs())
     for folder in candidates:
         if (folder / filename).is_file():
-            return folder / filename
+            return folder / filename, None
         if folder.is_file() and folder.name == filename:
-            return folder
+            return folder, None
+        release = _release_files(folder, name, split)
+        if release is not None:
+            return release
     where = str(path) if path is not None else f"${RMD17_ENV} or shared/data/rmd17"
     raise FileNotFoundError(
-        f"rMD17 file {filename} not found in {where}. Get the revised MD17 data set "
-        "(Christensen & von Lilienfeld 2020, CC0; split 01 as npz files with keys nuclear_charges, "
-        f"coords, energies, forces) and pass path=... or set {RMD17_ENV} to its folder."
+        f"rMD17 file {filename} (or the release's npz_data/rmd17_{name}.npz with splits/index_{split}_01.csv) "
+        f"not found in {where}. Get the revised MD17 data set (Christensen & von Lilienfeld 2020, CC0) from "
+        f"{RMD17_URL} (rmd17.tar.bz2), unpack it, and set {RMD17_ENV} to the folder holding rmd17/ "
+        "(or pass path=... to load_rmd17)."
     )
+
+
+def rmd17_path(molecule, split="train", path=None):
+    """Path of the file holding one molecule's split 01 (the split's own file or the release's npz).
+
+    Either a file ``rmd17_<molecule>_<split>_01.npz`` of that split alone, or
+    the release as downloaded (``rmd17/npz_data/rmd17_<molecule>.npz``, with
+    the split's indices in ``rmd17/splits/index_<split>_01.csv``); a
+    FileNotFoundError says where to get the data otherwise.
+    """
+    return _locate_rmd17(molecule, split, path)[0]
 
 
 def load_rmd17(molecule, split="train", n=None, path=None):
@@ -99,7 +133,9 @@ def load_rmd17(molecule, split="train", n=None, path=None):
     n : int, optional
         Keep the first ``n`` configurations.
     path : str or Path, optional
-        Folder with the ``.npz`` files; by default ``$SKACE_RMD17_DIR``.
+        Folder with the split's files (``rmd17_<molecule>_<split>_01.npz``)
+        or with the release as downloaded from :data:`RMD17_URL` and unpacked
+        (``rmd17/npz_data``, ``rmd17/splits``); by default ``$SKACE_RMD17_DIR``.
 
     Returns
     -------
@@ -113,10 +149,17 @@ def load_rmd17(molecule, split="train", n=None, path=None):
     >>> len(train), len(train[0])  # doctest: +SKIP
     (10, 9)
     """
-    with np.load(rmd17_path(molecule, split, path)) as d:
-        sl = _first(n)
-        return _structures(d["nuclear_charges"], d["coords"][sl], d["energies"][sl], d["forces"][sl],
-                           d["old_indices"][sl] if "old_indices" in d else None)
+    file, index_file = _locate_rmd17(molecule, split, path)
+    sl = _first(n)
+    with np.load(file) as d:
+        if index_file is None:
+            rows = np.arange(len(d["energies"]))[sl]
+        else:  # the release: all configurations, the split's rows listed one per line
+            rows = np.loadtxt(index_file, dtype=np.int64, ndmin=1)[sl]
+            if len(rows) and (rows.min() < 0 or rows.max() >= len(d["energies"])):
+                raise ValueError(f"{index_file} lists configurations outside the {len(d['energies'])} of {file}")
+        return _structures(d["nuclear_charges"], d["coords"][rows], d["energies"][rows], d["forces"][rows],
+                           d["old_indices"][rows] if "old_indices" in d else None)
 
 
 def load_sample(split="train", n=None):

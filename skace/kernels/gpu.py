@@ -30,6 +30,7 @@ import types
 from numba import cuda
 
 from . import radial as _radial
+from .neighbours import _OVERLAP_D2
 
 THREADS_PER_BLOCK = 128
 
@@ -73,7 +74,7 @@ def molecule_pairs(positions, molecule_start, molecule_of, global_index, rc2, fi
     ``positions`` are the molecules' atoms back to back (local indices);
     ``global_index`` maps them to batch indices. Count pass (``fill`` False)
     writes ``counts[i]``; the fill pass writes pairs from ``first[i]``.
-    ``overlap[0]`` keeps the smallest atom with a neighbour at zero distance.
+    ``overlap[0]`` keeps the smallest atom with a neighbour closer than ``OVERLAP_DISTANCE``.
     """
     k = cuda.grid(1)
     if k >= positions.shape[0]:
@@ -90,7 +91,7 @@ def molecule_pairs(positions, molecule_start, molecule_of, global_index, rc2, fi
         d2 = dx * dx + dy * dy + dz * dz
         if d2 >= rc2:
             continue
-        if d2 < 1e-16:
+        if d2 < _OVERLAP_D2:
             cuda.atomic.min(overlap, 0, i)
         if fill:
             nbr[c] = global_index[m]
@@ -136,7 +137,7 @@ def binned_pairs(points, origin, n_atoms, atom0, rc2, n_bins, bin_of, bin_start,
                     d2 = dx * dx + dy * dy + dz * dz
                     if d2 >= rc2:
                         continue
-                    if d2 < 1e-16:
+                    if d2 < _OVERLAP_D2:
                         cuda.atomic.min(overlap, 0, gi)
                     if fill:
                         nbr[c] = atom0 + origin[p]

@@ -10,6 +10,16 @@ cubes no smaller than the cutoff. Each atom then scans the 27 bins around it.
 import numpy as np
 from numba import njit, prange
 
+#: Atoms closer than this (Å) overlap: no bond is shorter than 0.7 Å, so such a pair is a
+#: duplicated atom or a collapsed structure, and descriptors there mean nothing.
+OVERLAP_DISTANCE = 0.1
+_OVERLAP_D2 = OVERLAP_DISTANCE * OVERLAP_DISTANCE
+
+
+def overlap_message(where, atom):
+    """The error for ``atom`` of structure ``where`` overlapping another atom."""
+    return f"overlapping atoms in {where}: atom {atom} has a neighbour closer than {OVERLAP_DISTANCE} Å"
+
 
 @njit(cache=True)
 def _images(frac, n_images, pad, cell, points, origin, fill):
@@ -108,7 +118,7 @@ def _scan(points, origin, lo, hi, cutoff, n_bins, bin_of, start, order, fill_mod
                         d2 = dx * dx + dy * dy + dz * dz
                         if d2 >= rc2:
                             continue
-                        if d2 < 1e-16:
+                        if d2 < _OVERLAP_D2:
                             too_close[t] = True
                         if fill_mode:
                             j_out[k] = origin[p]
@@ -234,7 +244,7 @@ def neighbour_list(positions, cell, pbc, cutoff):
     D : ndarray of shape (n_pairs, 3)
         Displacement ``r_j + S cell - r_i``.
     overlapping : ndarray of bool, shape (N,)
-        Atoms with another atom (or image of itself) at zero distance.
+        Atoms with another atom (or image of itself) closer than ``OVERLAP_DISTANCE``.
     """
     return CellGrid(positions, cell, pbc, cutoff).pairs()
 
@@ -256,7 +266,7 @@ def _scan_molecules(positions, structure_start, atom_structure, cutoff, fill_mod
             d2 = dx * dx + dy * dy + dz * dz
             if d2 >= rc2:
                 continue
-            if d2 < 1e-16:
+            if d2 < _OVERLAP_D2:
                 too_close[i] = True
             if fill_mode:
                 j_out[k] = j
