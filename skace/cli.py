@@ -357,7 +357,7 @@ def cmd_md(args):
     t0 = time.perf_counter()
     try:
         dyn.run(args.steps)
-    except ValueError as err:  # the structure collapsed (overlapping atoms) during the run
+    except ValueError as err:  # the structure collapsed or blew up (overlapping atoms, NaN positions)
         kept = f"; the trajectory up to there is in {trajectory}" if trajectory else ""
         raise ValueError(f"MD stopped after {dyn.nsteps} of {args.steps} steps: {err}{kept}") from None
     elapsed = time.perf_counter() - t0

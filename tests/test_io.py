@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import stat
+import zlib
 
 import numpy as np
 import pytest
@@ -70,6 +71,10 @@ def test_str_path_and_file_layout(model, tmp_path):
     assert header["class"] == "ACERegressor"
     assert header["size"] == len(payload)
     assert header["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert header["compression"] == "zlib"
+    pickled = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    assert np.array_equal(pickle.loads(zlib.decompress(payload)).coef_, model.coef_)
+    assert len(payload) < len(pickled)
     assert np.array_equal(skace.load(path).coef_, model.coef_)
 
 
@@ -221,7 +226,7 @@ def _rewrite_header(path, **changes):
 
 def test_newer_format(saved):
     _rewrite_header(saved, format=skace.io.FORMAT_VERSION + 1, skace="9.0")
-    with pytest.raises(ModelFileError, match=r"format 2.*upgrade skace"):
+    with pytest.raises(ModelFileError, match=rf"format {skace.io.FORMAT_VERSION + 1}.*upgrade skace"):
         skace.load(saved)
 
 
@@ -260,10 +265,30 @@ def test_model_file_error_is_value_error():
     assert issubclass(ModelFileError, ValueError)
 
 
-def _write_with_payload(path, payload):
+def _write_with_payload(path, payload, **changes):
     header = {"format": skace.io.FORMAT_VERSION, "skace": "9.9.9", "class": "ACERegressor", "size": len(payload),
-              "sha256": hashlib.sha256(payload).hexdigest()}
+              "sha256": hashlib.sha256(payload).hexdigest(), **changes}
     path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
+
+
+def test_format_1_files_uncompressed_still_load(model, tmp_path):
+    """Files written before compression (format 1: the bare pickle) load to the same model."""
+    path = tmp_path / "old.skace"
+    _write_with_payload(path, pickle.dumps(model), format=1, skace="0.2.0")
+    X = load_sample("test", n=3)
+    assert np.array_equal(skace.load(path).predict_forces(X), model.predict_forces(X))
+
+
+def test_compressed_payload_that_does_not_inflate(model, tmp_path):
+    """A checksum-valid payload that is not zlib data (only a crafted file) or an unknown
+    compression is a ModelFileError, not a zlib.error."""
+    path = tmp_path / "bad.skace"
+    _write_with_payload(path, pickle.dumps(model), compression="zlib")
+    with pytest.raises(ModelFileError, match="does not inflate"):
+        skace.load(path)
+    _write_with_payload(path, zlib.compress(pickle.dumps(model)), compression="lzma")
+    with pytest.raises(ModelFileError, match="unknown compression 'lzma'"):
+        skace.load(path)
 
 
 def test_intact_file_that_cannot_be_rebuilt(tmp_path):
