@@ -290,7 +290,7 @@ def parse_args(argv=None):
                    help="skace coefficients: ridge fit (default) or random N(0, 1e-3^2)")
     p.add_argument("--alpha", type=float, default=1e-6, help="ridge alpha of the fit")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None, help="rMD17 aspirin .npz (default: shared data)")
+    p.add_argument("--data", default=None, help="rMD17 folder (either layout) or aspirin train .npz (default: $SKACE_RMD17_DIR or shared data)")
     p.add_argument("--skip-pyace", action="store_true")
     p.add_argument("--no-check", action="store_true",
                    help="skip the finite-difference force checks (skace and pyace)")
@@ -300,10 +300,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    data = Path(args.data) if args.data else peers._rmd17_dir() / "rmd17_aspirin_train_01.npz"
-    if not data.is_file():
-        sys.exit(f"bench_predict: rMD17 aspirin data not found at {data}; put "
-                 "rmd17_aspirin_train_01.npz there, set SKACE_RMD17_DIR, or pass --data PATH")
+    data, file = peers.rmd17_source(args.data, "bench_predict")
     if args.n_structures < 1 or args.n_fit < 1:
         sys.exit("bench_predict: --n-structures and --n-fit must be positive")
     from skace.datasets import load_rmd17
@@ -320,7 +317,7 @@ def main(argv=None) -> int:
         "benchmark": "skace energy + forces (batch and ASE) vs pyace PyACECalculator",
         "provisional_note": None,
         **bt._environment(),
-        "data": {"file": str(data), "molecule": "aspirin", "n_structures": len(structures),
+        "data": {"file": str(file), "molecule": "aspirin", "n_structures": len(structures),
                  "n_atoms": n_atoms, "elements": peers._elements_of(structures),
                  "n_fit_structures": args.n_fit},
         "settings": {"repeat": args.repeat, "cutoff": args.cutoff,

@@ -484,7 +484,7 @@ def parse_args(argv=None):
     p.add_argument("--repeat", type=int, default=3, help="timed passes; the best is reported")
     p.add_argument("--cutoff", type=float, default=5.0)
     p.add_argument("--radial-basis", default="agnesi")
-    p.add_argument("--data", default=None, help="rMD17 aspirin .npz (default: shared data)")
+    p.add_argument("--data", default=None, help="rMD17 folder (either layout) or aspirin train .npz (default: $SKACE_RMD17_DIR or shared data)")
     for nu in (2, 3, 4):
         p.add_argument(f"--degrees-nu{nu}", nargs="*", default=None, metavar="D",
                        help=f"skace max_degree values for nu={nu} (default "
@@ -512,10 +512,7 @@ def _log(msg: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    data = Path(args.data) if args.data else peers._rmd17_dir() / "rmd17_aspirin_train_01.npz"
-    if not data.is_file():
-        sys.exit(f"bench_transformer: rMD17 aspirin data not found at {data}; put "
-                 "rmd17_aspirin_train_01.npz there, set SKACE_RMD17_DIR, or pass --data PATH")
+    data, file = peers.rmd17_source(args.data, "bench_transformer")
     structures = peers.load_rmd17("aspirin", args.n_structures, path=str(data))
     if not structures:
         sys.exit("bench_transformer: --n-structures must be positive")
@@ -528,7 +525,7 @@ def main(argv=None) -> int:
         "benchmark": "skace ACETransformer vs pyace / featomic / dscribe",
         "provisional_note": None,
         **_environment(),
-        "data": {"file": str(data), "molecule": "aspirin", "n_structures": len(structures),
+        "data": {"file": str(file), "molecule": "aspirin", "n_structures": len(structures),
                  "n_atoms": n_atoms, "elements": peers._elements_of(structures)},
         "settings": {"repeat": args.repeat, "cutoff": args.cutoff,
                      "radial_basis": args.radial_basis, "threads": 1,

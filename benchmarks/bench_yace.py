@@ -87,14 +87,14 @@ def main(argv=None) -> int:
     p.add_argument("--radial-basis", default=None)
     p.add_argument("--cutoff", type=float, default=None)
     p.add_argument("--spline-step", type=float, default=1e-3, help="PACE's deltaSplineBins (Å)")
-    p.add_argument("--data", default=None, help="rMD17 aspirin .npz (default: shared data)")
+    p.add_argument("--data", default=None, help="rMD17 folder (either layout) or aspirin train .npz (default: $SKACE_RMD17_DIR or shared data)")
     p.add_argument("--output", default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
 
     from skace import ACECalculator
     from skace.datasets import load_rmd17
 
-    data = Path(args.data) if args.data else peers._rmd17_dir() / "rmd17_aspirin_train_01.npz"
+    data, _ = peers.rmd17_source(args.data, "bench_yace")
     structures = peers.load_rmd17("aspirin", args.n_structures, path=str(data))
     fit_structures = load_rmd17("aspirin", n=args.n_fit, path=str(data))
     n_atoms = sum(len(a) for a in structures)

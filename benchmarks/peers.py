@@ -197,25 +197,37 @@ def _rmd17_dir() -> Path:
     return Path("/work/shared/data/rmd17")
 
 
+def rmd17_source(data: Optional[str], tool: str, molecule: str = "aspirin"):
+    """``(where, file)``: ``data`` (a split file, a folder in either rMD17 layout, or None for
+    the default folder) checked to hold ``molecule``'s training split; exits with the reader's
+    message (which says where to get the data) if it does not."""
+    from skace.datasets import rmd17_files
+
+    where = data if data else str(_rmd17_dir())
+    try:
+        file, _ = rmd17_files(molecule, "train", where)
+    except FileNotFoundError as err:
+        sys.exit(f"{tool}: {err}")
+    return where, file
+
+
 def load_rmd17(molecule: str = "aspirin", n_configs: int = 10, split: str = "train",
                start: int = 0, path: Optional[str] = None) -> list:
-    """The first ``n_configs`` rMD17 configurations as non-periodic ase.Atoms.
+    """Configurations ``start:start + n_configs`` of an rMD17 split as non-periodic ase.Atoms.
 
-    ``path`` overrides the file; otherwise ``rmd17_{molecule}_{split}_01.npz``
-    is looked for in ``$SKACE_RMD17_DIR`` or the project's ``shared/data/rmd17``.
+    ``path``: a split file or a folder in either layout that ``skace.datasets.rmd17_files``
+    reads; by default ``$SKACE_RMD17_DIR`` or the project's ``shared/data/rmd17``.
     Energies (kcal/mol) and forces (kcal/mol/Å) are stored in ``atoms.info``
     and ``atoms.arrays['forces_ref']``.
     """
     import ase
+    from skace.datasets import rmd17_arrays
 
-    file = Path(path) if path else _rmd17_dir() / f"rmd17_{molecule}_{split}_01.npz"
-    with np.load(file) as data:
-        numbers = data["nuclear_charges"]
-        coords = data["coords"][start:start + n_configs]
-        energies = data["energies"][start:start + n_configs]
-        forces = data["forces"][start:start + n_configs]
+    data = rmd17_arrays(molecule, split, start + n_configs, path if path else _rmd17_dir())
+    numbers = data["nuclear_charges"]
     structures = []
-    for pos, energy, frc in zip(coords, energies, forces, strict=True):
+    for pos, energy, frc in zip(data["coords"][start:], data["energies"][start:], data["forces"][start:],
+                                strict=True):
         atoms = ase.Atoms(numbers=numbers, positions=pos, pbc=False)
         atoms.info["energy_ref"] = float(energy)
         atoms.arrays["forces_ref"] = np.asarray(frc, dtype=float)

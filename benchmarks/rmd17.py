@@ -63,13 +63,20 @@ def data_dir(path=None):
     return None
 
 
+def has_split(folder, molecule, split):
+    """Whether ``folder`` holds ``molecule``'s split 01 (split files or the release's layout)."""
+    from skace.datasets import rmd17_files
+
+    try:
+        rmd17_files(molecule, split, folder)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def available(folder):
     """Molecules with both a train and a test file."""
-    out = []
-    for mol in PUBLISHED_1000:
-        if all(os.path.isfile(os.path.join(folder, f"rmd17_{mol}_{s}_01.npz")) for s in ("train", "test")):
-            out.append(mol)
-    return out
+    return [mol for mol in PUBLISHED_1000 if all(has_split(folder, mol, s) for s in ("train", "test"))]
 
 
 def make_model(settings):

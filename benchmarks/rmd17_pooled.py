@@ -19,7 +19,7 @@ import resource
 import sys
 import time
 
-from rmd17 import PUBLISHED_1000, data_dir, machine, make_model
+from rmd17 import PUBLISHED_1000, data_dir, has_split, machine, make_model
 
 
 def main(argv=None):
@@ -37,8 +37,7 @@ def main(argv=None):
     folder = data_dir(args.data)
     if folder is None or not os.path.isdir(folder):
         sys.exit("rMD17 data not found: pass --data or set SKACE_RMD17_DIR")
-    has = lambda mol, split: os.path.isfile(os.path.join(folder, f"rmd17_{mol}_{split}_01.npz"))  # noqa: E731
-    molecules = [m for m in PUBLISHED_1000 if has(m, "train")]
+    molecules = [m for m in PUBLISHED_1000 if has_split(folder, m, "train")]
     train = [a for m in molecules for a in load_rmd17(m, "train", n=args.n_per_molecule, path=folder)]
     settings = json.loads(args.settings)
     model = make_model(settings)
@@ -53,7 +52,7 @@ def main(argv=None):
                     per_molecule[r["molecule"]] = r
     results = []
     for mol in molecules:
-        if not has(mol, "test"):
+        if not has_split(folder, mol, "test"):
             continue
         err = evaluate(model, load_rmd17(mol, "test", path=folder))
         r = {"molecule": mol, "energy_mae_meV": 1000 * err["energy_mae"],

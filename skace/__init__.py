@@ -12,6 +12,6 @@ from .descriptor import ACETransformer
 from .io import load, save
 from .regressor import ACERegressor
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["ACETransformer", "ACERegressor", "ACECalculator", "save", "load", "__version__"]

@@ -12,7 +12,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import covalent_radii
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .kernels.neighbours import neighbour_list, overlap_message
+from .kernels.neighbours import neighbour_list, overlap_error
 
 #: e^2 / (4 pi eps0) in eV Å.
 COULOMB = 14.399645
@@ -111,7 +111,9 @@ class PairRepulsion(Calculator):
         rmax = float(self.pair_cutoff(present[:, None], present[None, :]).max())
         first, j, D, close = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, rmax)
         if close.any():
-            raise ValueError(f"PairRepulsion: {overlap_message('the structure', int(np.flatnonzero(close)[0]))}")
+            i = int(np.flatnonzero(close)[0])
+            err = overlap_error("the structure", i, j[first[i]:first[i + 1]], D[first[i]:first[i + 1]], i)
+            raise ValueError(f"PairRepulsion: {err}")
         n = len(atoms)
         i = np.repeat(np.arange(n), np.diff(first))
         r = np.sqrt(np.einsum("pd,pd->p", D, D))

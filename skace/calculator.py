@@ -69,11 +69,11 @@ class ACECalculator(Calculator):
         if self.device == "cuda":
             from .gpu import evaluate
 
-            res = evaluate(self.model, [atoms], forces=True, stress=bool(atoms.pbc.all()))
+            res = evaluate(self.model, [atoms], forces=True, stress=bool(atoms.pbc.all()), labels=["atoms"])
             if getattr(self.model, "baseline", None) is not None:
                 self.model._add_baseline([atoms], res, True, bool(atoms.pbc.all()))
         else:
-            res = self.model._evaluate([atoms], forces=True, stress=bool(atoms.pbc.all()))
+            res = self.model._evaluate([atoms], forces=True, stress=bool(atoms.pbc.all()), labels=["atoms"])
         if "energy_offset" not in res:  # a baseline without per-atom energies has none to give
             self.results["energies"] = res["energies"]
         energy = float(self.model._structure_energies(res)[0])

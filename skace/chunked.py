@@ -16,8 +16,8 @@ import numpy as np
 
 from .descriptor import numba_threads
 from .kernels import ace as _k
-from .kernels.neighbours import CellGrid, overlap_message
-from .structures import species_indices
+from .kernels.neighbours import CellGrid, overlap_error
+from .structures import species_indices, structure_label
 
 #: Structures with more atoms than this are evaluated in chunks of atoms; lists of
 #: smaller structures with more atoms than this in all, in groups of structures.
@@ -33,7 +33,7 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
     the order of floating-point sums) without ever holding all pairs.
     """
     d = model.descriptor_
-    species = species_indices([atoms], d.elements_)
+    species = species_indices([atoms], d.elements_, labels=[name])
     n = len(atoms)
     try:
         grid = CellGrid(atoms.positions, atoms.cell.array, atoms.pbc, float(d.cutoff))
@@ -53,8 +53,9 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
             hi = min(n, lo + chunk)
             first, nbr, D, close = grid.pairs(lo, hi)
             if close.any():
-                i = lo + int(np.flatnonzero(close)[0])
-                raise ValueError(overlap_message(name, i))
+                t = int(np.flatnonzero(close)[0])
+                rows = slice(first[t], first[t + 1])
+                raise overlap_error(name, lo + t, nbr[rows], D[rows], lo + t)
             first_all[lo:hi + 1] = first
             max_pairs = max(int(np.diff(first).max()), 1)
             f_pair = np.empty((len(nbr) if need_pairs else 0, 3))
@@ -77,21 +78,25 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
     return out
 
 
-def evaluate_mixed(model, structures, forces=True, stress=False):
+def evaluate_mixed(model, structures, forces=True, stress=False, labels=None):
     """:meth:`skace.ACERegressor._evaluate` for inputs with more than ``LARGE_ATOMS`` atoms in all.
 
     Small structures go through the batched path in consecutive groups of at
     most ``LARGE_ATOMS`` atoms; large ones through :func:`evaluate_large`.
-    Results are in input order.
+    Results are in input order; errors name structures by ``labels``
+    (``skace.structures.structure_label``).
     """
     from .descriptor import _chunks
+
+    labels = [structure_label(k, labels=labels) for k in range(len(structures))]
 
     sizes = np.array([len(a) for a in structures])
     parts = {}
     small_idx = np.flatnonzero(sizes <= LARGE_ATOMS)
     small = [structures[k] for k in small_idx]
     for sl in (_chunks(small, LARGE_ATOMS) if small else ()):
-        res = model._evaluate(small[sl], forces=forces, stress=stress, _raw=True)
+        res = model._evaluate(small[sl], forces=forces, stress=stress, _raw=True,
+                              labels=[labels[k] for k in small_idx[sl]])
         starts = res["batch"].structure_start
         for t, k in enumerate(small_idx[sl]):
             a0, a1 = starts[t], starts[t + 1]
@@ -101,7 +106,7 @@ def evaluate_mixed(model, structures, forces=True, stress=False):
             if stress:
                 parts[k]["virial"] = res["virial"][t]
     for k in np.flatnonzero(sizes > LARGE_ATOMS):
-        parts[k] = evaluate_large(model, structures[k], forces, stress, name=f"X[{k}]")
+        parts[k] = evaluate_large(model, structures[k], forces, stress, name=labels[k])
     order = range(len(structures))
     out = {"energies": np.concatenate([parts[k]["energies"] for k in order])}
     if forces:

@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .kernels import ace as _k
+from .kernels.neighbours import OVERLAP_DISTANCE
 from .maths import basis as _basis
 from .maths.basis import ACEBasis, jacobian_plan
 from .maths.radial import FAMILIES, family_code, pair_parameters
@@ -46,6 +47,11 @@ def _chunks(structures, atoms_per_chunk):
             start, count = k, 0
         count += len(atoms)
     yield slice(start, len(structures))
+
+
+def _chunk_labels(sl):
+    """Names of the structures of chunk ``sl`` in errors: their place in the whole input."""
+    return [f"X[{k}]" for k in range(sl.start, sl.stop)]
 
 
 def _check_device(device, who="ACETransformer"):
@@ -140,7 +146,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
 
     _parameter_constraints = {
         "elements": [list, tuple, None],
-        "cutoff": [Interval(Real, 0, None, closed="neither")],
+        "cutoff": [Interval(Real, OVERLAP_DISTANCE, None, closed="neither")],  # closer atoms overlap
         "correlation_order": [Interval(Integral, 1, None, closed="left")],
         "max_degree": [Interval(Real, 0, None, closed="neither"), list, tuple, dict],
         "center_max_degree": [dict, None],
@@ -309,8 +315,12 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         return pd.DataFrame(rows)
 
     # ----------------------------------------------------------- features
-    def _batch(self, structures):
-        return build_batch(structures, self.elements_, float(self.cutoff))
+    def _batch(self, structures, labels=None):
+        return build_batch(structures, self.elements_, float(self.cutoff), labels=labels)
+
+    def _chunk_batch(self, structures, sl):
+        """:meth:`_batch` of ``structures[sl]``, its errors naming structures by their place in all."""
+        return self._batch(structures[sl], _chunk_labels(sl))
 
     def _kernel_basis_args(self):
         b = self.compiled_
@@ -353,14 +363,15 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         )
         return out
 
-    def _compact_features(self, structures):
-        """Per-atom compact features, species and structure starts, on ``self.device``."""
+    def _compact_features(self, structures, sl):
+        """Per-atom compact features, species and structure starts of ``structures[sl]``, on
+        ``self.device`` (errors name structures by their place in all)."""
         if getattr(self, "device", "cpu") == "cuda":  # models pickled before it existed lack it
             from .gpu import atom_features
 
             _check_device(self.device)
-            return atom_features(self, structures)
-        batch = self._batch(structures)
+            return atom_features(self, structures[sl], _chunk_labels(sl))
+        batch = self._chunk_batch(structures, sl)
         return self._atom_features(batch), batch.species, batch.structure_start
 
     def transform(self, X):
@@ -388,7 +399,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         atom0 = 0
         with numba_threads(self.n_jobs):
             for sl in _chunks(structures, atoms_per_chunk):
-                compact, species, structure_start = self._compact_features(structures[sl])
+                compact, species, structure_start = self._compact_features(structures, sl)
                 n = len(species)
                 if self.per_atom:
                     groups = np.arange(n + 1, dtype=np.int64)
@@ -418,7 +429,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         atoms_per_chunk = max(1, int(budget / (8 * 3 * max(self.n_features_out_, 1))))
         with numba_threads(self.n_jobs):
             for sl in _chunks(structures, atoms_per_chunk):
-                batch = self._batch(structures[sl])
+                batch = self._chunk_batch(structures, sl)
                 out = np.empty((len(batch.species), 3, self.n_features_out_))
                 vir = np.zeros((sl.stop - sl.start, 6, self.n_features_out_)) if virial else None
                 self._gradient_into(batch, out, vir)
@@ -499,7 +510,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         atoms_per_chunk = max(1, int(budget / (8 * 3 * max(self.n_features_out_, 1))))
         with numba_threads(self.n_jobs):
             for sl in _chunks(structures, atoms_per_chunk):
-                batch = self._batch(structures[sl])
+                batch = self._chunk_batch(structures, sl)
                 a0 = sum(len(a) for a in structures[:sl.start])
                 self._gradient_into(batch, out[a0:a0 + len(batch.species)])
         return out

@@ -31,7 +31,7 @@ from .kernels.harmonics import harmonic_prefactors
 from .kernels.neighbours import CellGrid, _bin_points, overlap_message
 from .maths.radial import family_code
 from . import structures as _structures
-from .structures import Batch, species_indices
+from .structures import Batch, species_indices, structure_label
 
 DEVICES = ("cpu", "cuda")
 
@@ -372,7 +372,7 @@ def _neighbours_from_batch(batch):
 
 
 # ---------------------------------------------------------- neighbour list
-def device_neighbour_list(structures, elements, cutoff, name="X"):
+def device_neighbour_list(structures, elements, cutoff, name="X", labels=None):
     """Neighbour lists of a batch of structures, searched on the device.
 
     Same pairs as :func:`skace.structures.build_batch` (not sorted by
@@ -389,6 +389,8 @@ def device_neighbour_list(structures, elements, cutoff, name="X"):
     cutoff : float
     name : str
         Name of the input in error messages.
+    labels : list of str, optional
+        Each structure's name in error messages instead (``name[k]`` by default).
 
     Returns
     -------
@@ -408,7 +410,7 @@ def device_neighbour_list(structures, elements, cutoff, name="X"):
 
     from .kernels import gpu as _g
 
-    species = species_indices(structures, elements, name)
+    species = species_indices(structures, elements, name, labels)
     n_atoms = np.array([len(a) for a in structures])
     structure_start = np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64)
     N = int(structure_start[-1])
@@ -439,7 +441,7 @@ def device_neighbour_list(structures, elements, cutoff, name="X"):
     for kernel, n, args in launches:
         kernel[_g.blocks(n), _g.THREADS_PER_BLOCK](*args, False, empty_i, counts, empty_i, empty_i, empty_D,
                                                    overlap)
-    _raise_on_overlap(overlap, structure_start, name)
+    _raise_on_overlap(overlap, structure_start, name, labels)
     first = np.zeros(N + 1, dtype=np.int64)
     np.cumsum(counts.copy_to_host(), out=first[1:])
     n_pairs = int(first[-1])
@@ -463,11 +465,11 @@ def _binned_points(atoms, cutoff):
     return grid.points, grid.origin, n_bins.astype(np.int64), bin_of, start, order
 
 
-def _raise_on_overlap(overlap, structure_start, name):
+def _raise_on_overlap(overlap, structure_start, name, labels):
     i = int(overlap.copy_to_host()[0])
     if i < structure_start[-1]:
         k = int(np.searchsorted(structure_start, i, side="right") - 1)
-        raise ValueError(overlap_message(f"{name}[{k}]", i - structure_start[k]))
+        raise ValueError(overlap_message(structure_label(k, name, labels), i - structure_start[k]))
 
 
 # ------------------------------------------------------- estimator glue
@@ -511,7 +513,7 @@ def release(estimator=None):
         _MODELS.pop(estimator, None)
 
 
-def evaluate(regressor, structures, forces=True, stress=False):
+def evaluate(regressor, structures, forces=True, stress=False, labels=None):
     """GPU twin of ``ACERegressor._evaluate``: per-atom energies, forces, per-structure virials.
 
     Parameters
@@ -521,6 +523,8 @@ def evaluate(regressor, structures, forces=True, stress=False):
     structures : list of ase.Atoms
         Checked by the caller.
     forces, stress : bool
+    labels : list of str, optional
+        Each structure's name in error messages (``X[k]`` by default).
 
     Returns
     -------
@@ -544,7 +548,7 @@ def evaluate(regressor, structures, forces=True, stress=False):
     """
     d = regressor.descriptor_
     model = device_model(regressor, d, regressor._folded_coefficients()[:4])
-    nl = device_neighbour_list(structures, d.elements_, d.cutoff)
+    nl = device_neighbour_list(structures, d.elements_, d.cutoff, labels=labels)
     res = model.energies_forces(nl, forces=forces, virial=stress)
     e0 = np.array([regressor.e0_[el] for el in d.elements_])
     batch = Batch(nl.structure_start, nl.species, nl.first, None, None, None)
@@ -557,7 +561,7 @@ def evaluate(regressor, structures, forces=True, stress=False):
     return out
 
 
-def atom_features(descriptor, structures):
+def atom_features(descriptor, structures, labels=None):
     """GPU twin of ``ACETransformer._atom_features`` for a list of structures.
 
     Parameters
@@ -565,6 +569,8 @@ def atom_features(descriptor, structures):
     descriptor : ACETransformer
         Fitted.
     structures : list of ase.Atoms
+    labels : list of str, optional
+        Each structure's name in error messages (``X[k]`` by default).
 
     Returns
     -------
@@ -584,5 +590,5 @@ def atom_features(descriptor, structures):
     ...     compact, species, start = atom_features(ace, X)
     """
     model = device_model(descriptor, descriptor)
-    nl = device_neighbour_list(structures, descriptor.elements_, descriptor.cutoff)
+    nl = device_neighbour_list(structures, descriptor.elements_, descriptor.cutoff, labels=labels)
     return model.atom_features(nl), nl.species, nl.structure_start

@@ -133,14 +133,13 @@ def load(path):
         raise ModelFileError(f"{path} is {what}: payload has {len(payload)} bytes, header says {size}")
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise ModelFileError(f"{path} is corrupted (checksum mismatch)")
-    compression = header.get("compression") if header["format"] >= 2 else None
-    if compression == "zlib":
+    if header["format"] >= 2:  # compressed since format 2
+        if header.get("compression") != "zlib":
+            raise ModelFileError(f"{path}: damaged header (compression {header.get('compression')!r}, not 'zlib')")
         try:
             payload = zlib.decompress(payload)
         except zlib.error as err:
             raise ModelFileError(f"{path} is corrupted (its compressed payload does not inflate: {err})") from None
-    elif compression is not None:
-        raise ModelFileError(f"{path}: damaged header (unknown compression {compression!r})")
     try:
         model = pickle.loads(payload)
     except Exception as err:  # intact bytes that this installation cannot rebuild into objects

@@ -937,30 +937,31 @@ class ACERegressor(RegressorMixin, BaseEstimator):
         return cache[key]
 
     # --------------------------------------------------------- prediction
-    def _evaluate(self, structures, forces=True, stress=False, _raw=False):
+    def _evaluate(self, structures, forces=True, stress=False, _raw=False, labels=None):
         """Per-atom energies, forces (n_atoms, 3) and per-structure virial-based stress.
 
         Inputs above ``skace.chunked.LARGE_ATOMS`` atoms in all are evaluated
         in groups of structures and large structures in chunks of atoms
-        (bounded memory); ``_raw``: one batch, no baseline.
+        (bounded memory); ``_raw``: one batch, no baseline; ``labels``: the
+        structures' names in errors (``skace.structures.structure_label``).
         """
         check_is_fitted(self, "coef_")
         if getattr(self, "device", "cpu") == "cuda":  # models pickled before it existed lack it
             from .gpu import evaluate
 
             _check_device(self.device, "ACERegressor")
-            out = evaluate(self, structures, forces, stress)
+            out = evaluate(self, structures, forces, stress, labels=labels)
             if not _raw and getattr(self, "baseline", None) is not None:
                 self._add_baseline(structures, out, forces, stress)
             return out
         if not _raw and sum(len(a) for a in structures) > _chunked.LARGE_ATOMS:
-            out = _chunked.evaluate_mixed(self, structures, forces, stress)
+            out = _chunked.evaluate_mixed(self, structures, forces, stress, labels=labels)
             if getattr(self, "baseline", None) is not None:
                 self._add_baseline(structures, out, forces, stress)
             return out
         d = self.descriptor_
         with numba_threads(self.n_jobs):
-            batch = d._batch(structures)
+            batch = d._batch(structures, labels)
             n_atoms = len(batch.species)
             energies = np.empty(n_atoms)
             f_pair = np.empty((len(batch.nbr) if forces or stress else 0, 3))

@@ -9,7 +9,7 @@ from collections import namedtuple
 import numpy as np
 from ase import Atoms
 
-from .kernels.neighbours import molecules_neighbour_list, neighbour_list, overlap_message
+from .kernels.neighbours import molecules_neighbour_list, neighbour_list, overlap_error
 
 Batch = namedtuple(
     "Batch",
@@ -218,7 +218,13 @@ def internal_dimension(atoms):
     return 3 * len(atoms) - _rigid_motions_qr(atoms)[2]
 
 
-def species_indices(structures, elements, name="X"):
+def structure_label(k, name="X", labels=None):
+    """How an error names structure ``k`` of a batch: ``name[k]``, or ``labels[k]`` where the
+    batch is part of a longer list (a chunk) or one structure with a name of its own."""
+    return f"{name}[{k}]" if labels is None else labels[k]
+
+
+def species_indices(structures, elements, name="X", labels=None):
     """Element index of every atom (concatenated), with a clear error for unknown elements.
 
     Vectorised over atoms: a lookup table from atomic number to element index.
@@ -234,7 +240,8 @@ def species_indices(structures, elements, name="X"):
         idx = table[atoms.numbers]
         if idx.size and idx.min() < 0:
             bad = chemical_symbols[int(atoms.numbers[np.flatnonzero(idx < 0)[0]])]
-            raise ValueError(f"unknown element {bad!r} in {name}[{k}]; the model knows {list(elements)}")
+            raise ValueError(f"unknown element {bad!r} in {structure_label(k, name, labels)}; "
+                             f"the model knows {list(elements)}")
         out.append(idx)
     return np.concatenate(out)
 
@@ -243,13 +250,13 @@ def species_indices(structures, elements, name="X"):
 SMALL_MOLECULE = 256
 
 
-def build_batch(structures, elements, cutoff, name="X"):
+def build_batch(structures, elements, cutoff, name="X", labels=None):
     """Neighbour lists of all structures, concatenated with global atom indices.
 
     Pairs of each atom are sorted by neighbour element (the gradient kernel
-    relies on it).
+    relies on it). Errors name structure ``k`` as :func:`structure_label` does.
     """
-    species = species_indices(structures, elements, name)
+    species = species_indices(structures, elements, name, labels)
     n_atoms = np.array([len(a) for a in structures])
     structure_start = np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64)
     small = np.array([not a.pbc.any() and len(a) <= SMALL_MOLECULE for a in structures])
@@ -269,7 +276,7 @@ def build_batch(structures, elements, cutoff, name="X"):
         try:
             first, j, D, close = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
         except ValueError as err:
-            raise ValueError(f"{name}[{k}]: {err}") from None
+            raise ValueError(f"{structure_label(k, name, labels)}: {err}") from None
         parts.append((k, first, j + structure_start[k], D, close))
     parts.sort(key=lambda part: part[0])
     firsts, nbrs, Ds = [], [], []
@@ -277,7 +284,8 @@ def build_batch(structures, elements, cutoff, name="X"):
     for k, first, j, D, close in parts:
         if close.any():
             i = int(np.flatnonzero(close)[0])
-            raise ValueError(overlap_message(f"{name}[{k}]", i))
+            rows = slice(first[i], first[i + 1])
+            raise overlap_error(structure_label(k, name, labels), i, j[rows], D[rows], structure_start[k] + i)
         firsts.append(first[:-1] + pair_offset)
         nbrs.append(j)
         Ds.append(D)

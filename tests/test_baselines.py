@@ -59,8 +59,11 @@ def test_pair_repulsion_is_smooth_repulsive_and_short_ranged():
     cu = bulk("Cu", "fcc", a=3.6)  # nearest neighbours at 2.55 Å: no contribution
     cu.calc = calc
     assert cu.get_potential_energy() == 0
-    with pytest.raises(ValueError, match="overlap"):
-        Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0]], calculator=PairRepulsion()).get_potential_energy()
+    for d in (0.0, 0.05):  # on top of each other, or closer than OVERLAP_DISTANCE
+        with pytest.raises(ValueError, match="PairRepulsion: overlapping atoms in the structure: atom 0 has a"):
+            Atoms("Cu2", positions=[[0, 0, 0], [0, 0, d]], calculator=PairRepulsion()).get_potential_energy()
+    assert np.isfinite(Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0.15]],
+                             calculator=PairRepulsion()).get_potential_energy())
     with pytest.raises(ValueError, match="kind"):
         PairRepulsion(kind="lj")
 

@@ -242,7 +242,7 @@ def test_md_stops_cleanly_when_atoms_collapse(fitted, capsys, tmp_path, monkeypa
     monkeypatch.setattr(ACECalculator, "calculate", collapse_on_third_call)
     traj = tmp_path / "t.traj"
     line = check_error(capsys, ["md", str(path), "sample-test", "--steps", "5", "--trajectory", str(traj)],
-                       "MD stopped after 1 of 5 steps: overlapping atoms in X[0]: atom 0 has a neighbour closer "
+                       "MD stopped after 1 of 5 steps: overlapping atoms in atoms: atom 0 has a neighbour closer "
                        "than 0.1 Å", f"the trajectory up to there is in {traj}")
     assert len(ase.io.read(traj, index=":")) == 2, line  # the start and the one step
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ase.units import kcal, mol
 
-from skace.datasets import RMD17_ENV, RMD17_URL, load_rmd17, load_sample, rmd17_path
+from skace.datasets import RMD17_ENV, RMD17_URL, load_rmd17, load_sample, rmd17_arrays, rmd17_files
 
 
 def test_sample_is_ethanol_in_ev():
@@ -23,9 +23,9 @@ def test_rmd17_errors_name_the_problem(tmp_path):
         load_rmd17("ethanol", path=tmp_path)
     assert RMD17_URL in str(err.value) and "npz_data/rmd17_ethanol.npz" in str(err.value)
     with pytest.raises(ValueError, match="unknown rMD17 molecule"):
-        rmd17_path("water")
+        rmd17_files("water")
     with pytest.raises(ValueError, match="split"):
-        rmd17_path("ethanol", split="val")
+        rmd17_files("ethanol", split="val")
 
 
 def test_rmd17_reader_converts_units(tmp_path):
@@ -66,12 +66,16 @@ def test_rmd17_reader_reads_the_release_layout(tmp_path, monkeypatch):
         np.testing.assert_allclose(train[0].arrays["forces"], forces[7] * kcal / mol)
         assert len(load_rmd17("uracil", path=path, n=2)) == 2
         assert [a.info["rmd17_index"] for a in load_rmd17("uracil", "test", path=path)] == [109]
-        assert rmd17_path("uracil", path=path) == root / "npz_data" / "rmd17_uracil.npz"
+        assert rmd17_files("uracil", path=path) == (root / "npz_data" / "rmd17_uracil.npz",
+                                                   root / "splits" / "index_train_01.csv")
+        assert rmd17_arrays("uracil", "test", path=path)["energies"].tolist() == [-1009.0]  # kcal/mol
     monkeypatch.setenv(RMD17_ENV, str(tmp_path))
     assert len(load_rmd17("uracil")) == 3
-    np.savetxt(root / "splits" / "index_train_01.csv", [3, 10], fmt="%d")
-    with pytest.raises(ValueError, match="index_train_01.csv lists configurations outside the 10"):
-        load_rmd17("uracil", path=tmp_path)
+    for content, problem in [("3\n10\n", "lists configurations outside the 10"), ("", "lists no configurations"),
+                             ("index\n3\n", "is not a list of configuration numbers")]:
+        (root / "splits" / "index_train_01.csv").write_text(content)
+        with pytest.raises(ValueError, match=f"index_train_01.csv {problem}"):
+            load_rmd17("uracil", path=tmp_path)
 
 
 @pytest.mark.parametrize("n, error", [(-1, ValueError), (2.5, TypeError), ("3", TypeError)])

@@ -118,6 +118,33 @@ def test_exactly_at_cutoff_and_single_atoms(model):
     np.testing.assert_array_equal(model.predict_forces([cu]), 0)
 
 
+def test_errors_name_the_structure_in_the_whole_input(model, monkeypatch):
+    """Inputs processed in chunks (features, gradients, the fit, large inputs in groups) name
+    the faulty structure by its place in the whole input, not in its chunk."""
+    import skace.chunked
+    from skace import ACECalculator
+
+    good = [Atoms("CuAu", positions=[[0, 0, 0], [0, 0, 2.5]]) for _ in range(6)]
+    bad = Atoms("CuAu", positions=[[0, 0, 0], [0, 0, 0.05]])
+    unknown = Atoms("CuNi", positions=[[0, 0, 0], [0, 0, 2.5]])
+    tiny = ACETransformer(cutoff=CUTOFF, correlation_order=2, max_degree=4, max_memory=1e-4).fit(good)
+    for structure, problem in [(bad, "overlapping atoms"), (unknown, "unknown element 'Ni'")]:
+        X = [a.copy() for a in good[:4] + [structure] + good[4:]]
+        for a in X:  # targets, for the fit
+            a.info["energy"], a.arrays["forces"] = 0.0, np.zeros((len(a), 3))
+        fit = ACERegressor(tiny, solver="ridge", alpha=1e-3).fit  # (a fit takes Ni in as a new element)
+        for call in (tiny.transform, tiny.transform_gradient) + ((fit,) if structure is bad else ()):
+            with pytest.raises(ValueError, match=rf"{problem} in X\[4\]"):
+                call(X)
+    monkeypatch.setattr(skace.chunked, "LARGE_ATOMS", 5)  # small structures in groups, large ones alone
+    big = Atoms("Cu8", positions=2.5 * np.arange(24).reshape(8, 3) % 10)
+    with pytest.raises(ValueError, match=r"overlapping atoms in X\[4\]"):
+        model.predict(good[:2] + [big] + good[2:3] + [bad])
+    bad.calc = ACECalculator(model)
+    with pytest.raises(ValueError, match=r"overlapping atoms in atoms: atom 0"):
+        bad.get_potential_energy()
+
+
 def test_clear_errors(model):
     with pytest.raises(ValueError, match=r"overlapping atoms in X\[0\]"):
         model.predict([Atoms("Cu2", positions=[[1, 1, 1], [1, 1, 1]])])

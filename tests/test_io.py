@@ -265,30 +265,34 @@ def test_model_file_error_is_value_error():
     assert issubclass(ModelFileError, ValueError)
 
 
-def _write_with_payload(path, payload, **changes):
-    header = {"format": skace.io.FORMAT_VERSION, "skace": "9.9.9", "class": "ACERegressor", "size": len(payload),
-              "sha256": hashlib.sha256(payload).hexdigest(), **changes}
+def _write_with_payload(path, payload, compress=True, **changes):
+    """A model file around ``payload`` (a pickle, zlib-compressed unless ``compress`` is False)."""
+    if compress:
+        payload = zlib.compress(payload)
+    header = {"format": skace.io.FORMAT_VERSION, "skace": "9.9.9", "class": "ACERegressor", "compression": "zlib",
+              **changes, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
 
 
 def test_format_1_files_uncompressed_still_load(model, tmp_path):
     """Files written before compression (format 1: the bare pickle) load to the same model."""
     path = tmp_path / "old.skace"
-    _write_with_payload(path, pickle.dumps(model), format=1, skace="0.2.0")
+    _write_with_payload(path, pickle.dumps(model), compress=False, format=1, skace="0.2.0")
     X = load_sample("test", n=3)
     assert np.array_equal(skace.load(path).predict_forces(X), model.predict_forces(X))
 
 
 def test_compressed_payload_that_does_not_inflate(model, tmp_path):
-    """A checksum-valid payload that is not zlib data (only a crafted file) or an unknown
-    compression is a ModelFileError, not a zlib.error."""
+    """A checksum-valid payload that is not zlib data (only a crafted file), or a format-2 header
+    without the compression it was written with, is a ModelFileError, not a zlib or pickle error."""
     path = tmp_path / "bad.skace"
-    _write_with_payload(path, pickle.dumps(model), compression="zlib")
+    _write_with_payload(path, pickle.dumps(model), compress=False)
     with pytest.raises(ModelFileError, match="does not inflate"):
         skace.load(path)
-    _write_with_payload(path, zlib.compress(pickle.dumps(model)), compression="lzma")
-    with pytest.raises(ModelFileError, match="unknown compression 'lzma'"):
-        skace.load(path)
+    for compression in ("lzma", None):
+        _write_with_payload(path, pickle.dumps(model), compression=compression)
+        with pytest.raises(ModelFileError, match=rf"damaged header \(compression {compression!r}, not 'zlib'\)"):
+            skace.load(path)
 
 
 def test_intact_file_that_cannot_be_rebuilt(tmp_path):

@@ -123,6 +123,6 @@ def test_chunked_path_matches_batched(model, monkeypatch):
     np.testing.assert_allclose(E_many, model.predict(many), rtol=1e-13)
     monkeypatch.setattr(skace.chunked, "LARGE_ATOMS", 100)
     overlap = big.copy()
-    overlap.positions[5] = overlap.positions[9]
-    with pytest.raises(ValueError, match=r"overlapping atoms in X\[0\]"):
+    overlap.positions[5] = overlap.positions[9] + [0.0, 0.05, 0.0]  # closer than OVERLAP_DISTANCE
+    with pytest.raises(ValueError, match=r"overlapping atoms in X\[0\]: atom 5 has a neighbour closer than 0.1"):
         model.predict([overlap])

@@ -721,6 +721,14 @@ def test_overlapping_atoms(method):
                 with pytest.raises(ValueError, match=rf"overlapping atoms in X\[0\]: atom 0 has a neighbour closer "
                                                      rf"than {OVERLAP_DISTANCE} Å"):
                     getattr(t, method)([atoms])
+    # a periodic cell shorter than that puts each atom on its own images: said as such
+    thin = Atoms("Na", positions=[[0.5, 0.5, 0.01]], cell=[3.0, 3.0, 0.05], pbc=True)
+    with pytest.raises(ValueError, match=r"overlapping atoms in X\[0\]: atom 0 is closer than 0.1 Å to its own "
+                                         r"periodic image"):
+        getattr(t, method)([thin])
+    # a cutoff no longer than the overlap distance could not see overlapping atoms
+    with pytest.raises(ValueError, match="cutoff"):
+        ACETransformer(elements=["Na"], cutoff=OVERLAP_DISTANCE).fit(MOLECULES)
 
 
 def test_not_fitted():

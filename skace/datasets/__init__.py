@@ -8,6 +8,7 @@ default.
 
 import operator
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -110,15 +111,67 @@ def _locate_rmd17(molecule, split, path):
     )
 
 
-def rmd17_path(molecule, split="train", path=None):
-    """Path of the file holding one molecule's split 01 (the split's own file or the release's npz).
+def rmd17_files(molecule, split="train", path=None):
+    """Where one molecule's split 01 is: ``(npz file, index file or None)``.
 
-    Either a file ``rmd17_<molecule>_<split>_01.npz`` of that split alone, or
-    the release as downloaded (``rmd17/npz_data/rmd17_<molecule>.npz``, with
-    the split's indices in ``rmd17/splits/index_<split>_01.csv``); a
-    FileNotFoundError says where to get the data otherwise.
+    Either a file ``rmd17_<molecule>_<split>_01.npz`` holding that split alone
+    (index file None), or the release as downloaded, whose
+    ``rmd17/npz_data/rmd17_<molecule>.npz`` holds every configuration and
+    ``rmd17/splits/index_<split>_01.csv`` the split's rows. Raises a
+    FileNotFoundError that says where to get the data when neither is found.
+
+    Examples
+    --------
+    >>> from skace.datasets import rmd17_files
+    >>> npz, index = rmd17_files("ethanol", "test")  # doctest: +SKIP
     """
-    return _locate_rmd17(molecule, split, path)[0]
+    return _locate_rmd17(molecule, split, path)
+
+
+def _split_rows(index_file, n_all, sl):
+    """Rows of the release's npz that make up a split (``sl`` of its index file)."""
+    try:
+        with warnings.catch_warnings():  # an empty file: said below, as an error
+            warnings.simplefilter("ignore", UserWarning)
+            rows = np.loadtxt(index_file, dtype=np.int64, ndmin=1)
+    except ValueError as err:
+        raise ValueError(f"{index_file} is not a list of configuration numbers, one per line ({err})") from None
+    if len(rows) == 0:
+        raise ValueError(f"{index_file} lists no configurations")
+    if rows.min() < 0 or rows.max() >= n_all:
+        raise ValueError(f"{index_file} lists configurations outside the {n_all} of the release's file")
+    return rows[sl]
+
+
+def rmd17_arrays(molecule, split="train", n=None, path=None):
+    """The arrays of one molecule's split 01 in rMD17's own units (kcal/mol, Å).
+
+    Parameters
+    ----------
+    molecule, split, n, path
+        As for :func:`load_rmd17`.
+
+    Returns
+    -------
+    dict
+        ``nuclear_charges`` (n_atoms,), ``coords`` (n, n_atoms, 3) in Å,
+        ``energies`` (n,) in kcal/mol, ``forces`` (n, n_atoms, 3) in
+        kcal/mol/Å, and ``old_indices`` (n,) where the file has them.
+
+    Examples
+    --------
+    >>> from skace.datasets import rmd17_arrays
+    >>> rmd17_arrays("ethanol", n=10)["coords"].shape  # doctest: +SKIP
+    (10, 9, 3)
+    """
+    file, index_file = _locate_rmd17(molecule, split, path)
+    sl = _first(n)
+    with np.load(file) as d:
+        n_all = len(d["energies"])
+        rows = np.arange(n_all)[sl] if index_file is None else _split_rows(index_file, n_all, sl)
+        out = {key: d[key][rows] for key in ("coords", "energies", "forces", "old_indices") if key in d}
+        out["nuclear_charges"] = d["nuclear_charges"]
+    return out
 
 
 def load_rmd17(molecule, split="train", n=None, path=None):
@@ -149,17 +202,8 @@ def load_rmd17(molecule, split="train", n=None, path=None):
     >>> len(train), len(train[0])  # doctest: +SKIP
     (10, 9)
     """
-    file, index_file = _locate_rmd17(molecule, split, path)
-    sl = _first(n)
-    with np.load(file) as d:
-        if index_file is None:
-            rows = np.arange(len(d["energies"]))[sl]
-        else:  # the release: all configurations, the split's rows listed one per line
-            rows = np.loadtxt(index_file, dtype=np.int64, ndmin=1)[sl]
-            if len(rows) and (rows.min() < 0 or rows.max() >= len(d["energies"])):
-                raise ValueError(f"{index_file} lists configurations outside the {len(d['energies'])} of {file}")
-        return _structures(d["nuclear_charges"], d["coords"][rows], d["energies"][rows], d["forces"][rows],
-                           d["old_indices"][rows] if "old_indices" in d else None)
+    d = rmd17_arrays(molecule, split, n, path)
+    return _structures(d["nuclear_charges"], d["coords"], d["energies"], d["forces"], d.get("old_indices"))
 
 
 def load_sample(split="train", n=None):

@@ -11,14 +11,27 @@ import numpy as np
 from numba import njit, prange
 
 #: Atoms closer than this (Å) overlap: no bond is shorter than 0.7 Å, so such a pair is a
-#: duplicated atom or a collapsed structure, and descriptors there mean nothing.
+#: duplicated atom or a collapsed structure, and descriptors there mean nothing. Fixed: the
+#: kernels read it when numba compiles them.
 OVERLAP_DISTANCE = 0.1
 _OVERLAP_D2 = OVERLAP_DISTANCE * OVERLAP_DISTANCE
 
 
-def overlap_message(where, atom):
-    """The error for ``atom`` of structure ``where`` overlapping another atom."""
+def overlap_message(where, atom, own_image=False):
+    """The error for ``atom`` of structure ``where`` overlapping another atom (or, in a periodic
+    cell shorter than ``OVERLAP_DISTANCE``, its own image)."""
+    if own_image:
+        return (f"overlapping atoms in {where}: atom {atom} is closer than {OVERLAP_DISTANCE} Å to its own "
+                "periodic image (a periodic cell that short)")
     return f"overlapping atoms in {where}: atom {atom} has a neighbour closer than {OVERLAP_DISTANCE} Å"
+
+
+def overlap_error(where, atom, j, D, self_index):
+    """ValueError for ``atom`` of ``where`` whose pairs (neighbours ``j``, displacements ``D``)
+    include one closer than ``OVERLAP_DISTANCE``; ``self_index`` is the atom's own index in
+    ``j``'s numbering, so that an image of itself is said as such."""
+    closest = int(np.argmin(np.einsum("pd,pd->p", D, D)))
+    return ValueError(overlap_message(where, atom, own_image=bool(j[closest] == self_index)))
 
 
 @njit(cache=True)
