@@ -49,9 +49,10 @@ def _chunks(structures, atoms_per_chunk):
     yield slice(start, len(structures))
 
 
-def _chunk_labels(sl):
-    """Names of the structures of chunk ``sl`` in errors: their place in the whole input."""
-    return [f"X[{k}]" for k in range(sl.start, sl.stop)]
+def _chunk_labels(sl, index=None):
+    """Names of the structures of chunk ``sl`` in errors: their place in the whole input
+    (``index[k]`` where the structures at hand are part of it: a block or subset of a fit)."""
+    return [f"X[{k if index is None else index[k]}]" for k in range(sl.start, sl.stop)]
 
 
 def _check_device(device, who="ACETransformer"):
@@ -318,9 +319,9 @@ class ACETransformer(TransformerMixin, BaseEstimator):
     def _batch(self, structures, labels=None):
         return build_batch(structures, self.elements_, float(self.cutoff), labels=labels)
 
-    def _chunk_batch(self, structures, sl):
+    def _chunk_batch(self, structures, sl, index=None):
         """:meth:`_batch` of ``structures[sl]``, its errors naming structures by their place in all."""
-        return self._batch(structures[sl], _chunk_labels(sl))
+        return self._batch(structures[sl], _chunk_labels(sl, index))
 
     def _kernel_basis_args(self):
         b = self.compiled_
@@ -363,15 +364,15 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         )
         return out
 
-    def _compact_features(self, structures, sl):
+    def _compact_features(self, structures, sl, index=None):
         """Per-atom compact features, species and structure starts of ``structures[sl]``, on
         ``self.device`` (errors name structures by their place in all)."""
         if getattr(self, "device", "cpu") == "cuda":  # models pickled before it existed lack it
             from .gpu import atom_features
 
             _check_device(self.device)
-            return atom_features(self, structures[sl], _chunk_labels(sl))
-        batch = self._chunk_batch(structures, sl)
+            return atom_features(self, structures[sl], _chunk_labels(sl, index))
+        batch = self._chunk_batch(structures, sl, index)
         return self._atom_features(batch), batch.species, batch.structure_start
 
     def transform(self, X):
@@ -389,7 +390,10 @@ class ACETransformer(TransformerMixin, BaseEstimator):
             with ``per_atom=True``, ``(total atoms, n_features_out_)`` in input order.
         """
         check_is_fitted(self, "basis_")
-        structures = as_structure_list(X)
+        return self._features(as_structure_list(X))
+
+    def _features(self, structures, index=None):
+        """:meth:`transform` of checked ``structures`` (errors name them by ``index``, :func:`_chunk_labels`)."""
         n_atoms_total = sum(len(a) for a in structures)
         rows = n_atoms_total if self.per_atom else len(structures)
         out = np.zeros((rows, self.n_features_out_))
@@ -399,7 +403,7 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         atom0 = 0
         with numba_threads(self.n_jobs):
             for sl in _chunks(structures, atoms_per_chunk):
-                compact, species, structure_start = self._compact_features(structures, sl)
+                compact, species, structure_start = self._compact_features(structures, sl, index)
                 n = len(species)
                 if self.per_atom:
                     groups = np.arange(n + 1, dtype=np.int64)
@@ -422,14 +426,14 @@ class ACETransformer(TransformerMixin, BaseEstimator):
         for sl, out, _ in self._gradient_chunks(as_structure_list(X), max_memory, virial=False):
             yield sl, out
 
-    def _gradient_chunks(self, structures, max_memory=None, virial=False):
+    def _gradient_chunks(self, structures, max_memory=None, virial=False, index=None):
         """``(slice, gradient block, per-feature virial block or None)`` over chunks of ``structures``."""
         check_is_fitted(self, "basis_")
         budget = (self.max_memory if max_memory is None else max_memory) * 2**20
         atoms_per_chunk = max(1, int(budget / (8 * 3 * max(self.n_features_out_, 1))))
         with numba_threads(self.n_jobs):
             for sl in _chunks(structures, atoms_per_chunk):
-                batch = self._chunk_batch(structures, sl)
+                batch = self._chunk_batch(structures, sl, index)
                 out = np.empty((len(batch.species), 3, self.n_features_out_))
                 vir = np.zeros((sl.stop - sl.start, 6, self.n_features_out_)) if virial else None
                 self._gradient_into(batch, out, vir)

@@ -680,8 +680,8 @@ def assemble(descriptor, X, energies, forces, energy_scale, weights, n_elements,
     parts = [_subset(k, structures, energies, forces, energy_scale, weights, species_counts, stress)
              for k in (kept, held)]
     (*rows, part_stress), (*held_rows, held_stress) = parts
-    system = _assemble_part(descriptor, *rows, False, progress, part_stress, n_blocks)
-    system.holdout = assemble_block(descriptor, *held_rows, True, progress, held_stress)
+    system = _assemble_part(descriptor, *rows, False, progress, part_stress, n_blocks, index=kept)
+    system.holdout = assemble_block(descriptor, *held_rows, True, progress, held_stress, index=held)
     return system
 
 
@@ -718,16 +718,16 @@ def _subset(index, structures, energies, forces, energy_scale, weights, species_
 
 
 def _assemble_part(descriptor, structures, energies, forces, energy_scale, weights, species_counts, use_design,
-                   progress=None, stress=None, n_blocks=None):
+                   progress=None, stress=None, n_blocks=None, index=None):
     if n_blocks is not None and n_blocks > 1 and len(structures) > 1:
         return _assemble_blocks(descriptor, structures, energies, forces, energy_scale, weights, species_counts,
-                                use_design, progress, stress, n_blocks)
+                                use_design, progress, stress, n_blocks, index)
     return assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts,
-                          use_design, progress, stress)
+                          use_design, progress, stress, index)
 
 
 def _assemble_blocks(descriptor, structures, energies, forces, energy_scale, weights, species_counts, use_design,
-                     progress, stress, n_blocks):
+                     progress, stress, n_blocks, index=None):
     from joblib import Parallel, delayed
 
     sizes = np.array([len(a) for a in structures])
@@ -747,7 +747,8 @@ def _assemble_blocks(descriptor, structures, energies, forces, energy_scale, wei
         block_forces = None if forces is None else forces[atom_start[lo]:atom_start[hi]]
         tasks.append(delayed(assemble_block)(descriptor, structures[lo:hi], energies[lo:hi], block_forces,
                                              energy_scale[lo:hi], weights[lo:hi], species_counts[lo:hi],
-                                             use_design, None, block_stress))
+                                             use_design, None, block_stress,
+                                             np.arange(lo, hi) if index is None else index[lo:hi]))
     parts = []
     for part in Parallel(return_as="generator")(tasks):
         parts.append(part)
@@ -801,16 +802,17 @@ _BLOCK_LOCK = __import__("threading").Lock()
 
 
 def assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts, use_design,
-                   progress=None, stress=None):
+                   progress=None, stress=None, index=None):
     """The :class:`LinearSystem` of one block of structures (see :func:`assemble`).
 
     ``use_design`` (decided for the whole fit) keeps force and virial rows as
     a design (``"internal"``: the force rows projected on each structure's internal
     displacements, :func:`internal_rows`); otherwise only their Gram matrices are kept.
+    ``index``: each structure's place in the whole input, for error messages (default: its own).
     """
     with _BLOCK_LOCK:
         return _assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts,
-                               use_design, progress, stress)
+                               use_design, progress, stress, index)
 
 
 def internal_rows(rows, structures):
@@ -854,9 +856,9 @@ def internal_rows(rows, structures):
 
 
 def _assemble_block(descriptor, structures, energies, forces, energy_scale, weights, species_counts, use_design,
-                    progress, stress):
+                    progress, stress, index):
     nf = descriptor.n_features_out_
-    B = descriptor.transform(structures) if descriptor.per_atom is False else None
+    B = descriptor._features(structures, index) if descriptor.per_atom is False else None
     if B is None:
         raise ValueError("the descriptor of a regressor must have per_atom=False")
     XE = np.hstack([B, species_counts]) * energy_scale[:, None]
@@ -891,7 +893,7 @@ def _assemble_block(descriptor, structures, energies, forces, energy_scale, weig
     bS = np.zeros(nf) if has_stress else None
     a0 = r0 = 0
     # gradient chunks of at most 512 MiB: they sit beside the Gram matrices
-    for sl, grad, vir in descriptor._gradient_chunks(structures, min(descriptor.max_memory, 512), has_stress):
+    for sl, grad, vir in descriptor._gradient_chunks(structures, min(descriptor.max_memory, 512), has_stress, index):
         n = grad.shape[0]
         rows = grad.reshape(3 * n, nf)
         rows *= -np.repeat(atom_weight[a0:a0 + n], 3)[:, None]  # F = -dE/dr

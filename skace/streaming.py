@@ -118,7 +118,8 @@ def fit_stream(model, X):
         owner = np.repeat(np.arange(len(block)), [len(a) for a in block])
         np.add.at(counts, (owner, species), 1.0)
         escale = energy_row_scale(block, weights, model.energy_weight_scaling)
-        part = assemble_block(descriptor, block, energies, forces, escale, weights, counts, False, None, stress)
+        part = assemble_block(descriptor, block, energies, forces, escale, weights, counts, False, None, stress,
+                              index=np.arange(offset, offset + len(block)))
         XE.append(part.XE)
         yE.append(part.yE)
         if part.GF is not None:

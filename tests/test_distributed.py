@@ -64,9 +64,9 @@ def test_generator_and_database_inputs(data, tmp_path, monkeypatch):
     produced, seen = [0], []
     assemble_block = skace.streaming.assemble_block
 
-    def recording(descriptor, block, *args):
+    def recording(descriptor, block, *args, **kwargs):
         seen.append((produced[0], len(block)))
-        return assemble_block(descriptor, block, *args)
+        return assemble_block(descriptor, block, *args, **kwargs)
 
     def generate():
         for a in data:

@@ -122,18 +122,24 @@ def test_errors_name_the_structure_in_the_whole_input(model, monkeypatch):
     """Inputs processed in chunks (features, gradients, the fit, large inputs in groups) name
     the faulty structure by its place in the whole input, not in its chunk."""
     import skace.chunked
+    import skace.streaming
     from skace import ACECalculator
 
     good = [Atoms("CuAu", positions=[[0, 0, 0], [0, 0, 2.5]]) for _ in range(6)]
     bad = Atoms("CuAu", positions=[[0, 0, 0], [0, 0, 0.05]])
     unknown = Atoms("CuNi", positions=[[0, 0, 0], [0, 0, 2.5]])
-    tiny = ACETransformer(cutoff=CUTOFF, correlation_order=2, max_degree=4, max_memory=1e-4).fit(good)
+    KW = dict(cutoff=CUTOFF, correlation_order=2, max_degree=4, max_memory=1e-4)
+    tiny = ACETransformer(**KW).fit(good)
+    monkeypatch.setattr(skace.streaming, "STREAM_BLOCK_ATOMS", 4)
     for structure, problem in [(bad, "overlapping atoms"), (unknown, "unknown element 'Ni'")]:
         X = [a.copy() for a in good[:4] + [structure] + good[4:]]
         for a in X:  # targets, for the fit
             a.info["energy"], a.arrays["forces"] = 0.0, np.zeros((len(a), 3))
-        fit = ACERegressor(tiny, solver="ridge", alpha=1e-3).fit  # (a fit takes Ni in as a new element)
-        for call in (tiny.transform, tiny.transform_gradient) + ((fit,) if structure is bad else ()):
+        fits = (ACERegressor(tiny, solver="ridge", alpha=1e-3).fit,  # (a fit takes Ni in as a new element)
+                ACERegressor(tiny, solver="ridge", alpha=1e-3, n_blocks=3).fit,  # blocks of structures
+                lambda X: ACERegressor(ACETransformer(elements=["Au", "Cu"], **KW), solver="ridge",
+                                       alpha=1e-3).fit(iter(X)))  # a stream, read in blocks
+        for call in (tiny.transform, tiny.transform_gradient) + (fits if structure is bad else ()):
             with pytest.raises(ValueError, match=rf"{problem} in X\[4\]"):
                 call(X)
     monkeypatch.setattr(skace.chunked, "LARGE_ATOMS", 5)  # small structures in groups, large ones alone
