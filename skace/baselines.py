@@ -12,7 +12,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.data import covalent_radii
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .kernels.neighbours import neighbour_list, overlap_error
+from .kernels.neighbours import check_overlap, neighbour_list
 
 #: e^2 / (4 pi eps0) in eV Å.
 COULOMB = 14.399645
@@ -110,10 +110,10 @@ class PairRepulsion(Calculator):
         present = np.unique(Z)
         rmax = float(self.pair_cutoff(present[:, None], present[None, :]).max())
         first, j, D, close = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, rmax)
-        if close.any():
-            i = int(np.flatnonzero(close)[0])
-            err = overlap_error("the structure", i, j[first[i]:first[i + 1]], D[first[i]:first[i + 1]], i)
-            raise ValueError(f"PairRepulsion: {err}")
+        try:
+            check_overlap("the structure", close, first, j, D)
+        except ValueError as err:
+            raise ValueError(f"PairRepulsion: {err}") from None
         n = len(atoms)
         i = np.repeat(np.arange(n), np.diff(first))
         r = np.sqrt(np.einsum("pd,pd->p", D, D))

@@ -16,7 +16,7 @@ import numpy as np
 
 from .descriptor import numba_threads
 from .kernels import ace as _k
-from .kernels.neighbours import CellGrid, overlap_error
+from .kernels.neighbours import CellGrid, check_overlap
 from .structures import species_indices, structure_label
 
 #: Structures with more atoms than this are evaluated in chunks of atoms; lists of
@@ -52,10 +52,7 @@ def evaluate_large(model, atoms, forces=True, stress=False, name="X[0]"):
         while lo < n:
             hi = min(n, lo + chunk)
             first, nbr, D, close = grid.pairs(lo, hi)
-            if close.any():
-                t = int(np.flatnonzero(close)[0])
-                rows = slice(first[t], first[t + 1])
-                raise overlap_error(name, lo + t, nbr[rows], D[rows], lo + t)
+            check_overlap(name, close, first, nbr, D, atom0=lo, j0=lo)
             first_all[lo:hi + 1] = first
             max_pairs = max(int(np.diff(first).max()), 1)
             f_pair = np.empty((len(nbr) if need_pairs else 0, 3))

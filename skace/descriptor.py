@@ -15,7 +15,7 @@ from .kernels.neighbours import OVERLAP_DISTANCE
 from .maths import basis as _basis
 from .maths.basis import ACEBasis, jacobian_plan
 from .maths.radial import FAMILIES, family_code, pair_parameters
-from .structures import as_structure_list, build_batch
+from .structures import as_structure_list, build_batch, structure_label
 
 
 @contextmanager
@@ -52,7 +52,7 @@ def _chunks(structures, atoms_per_chunk):
 def _chunk_labels(sl, index=None):
     """Names of the structures of chunk ``sl`` in errors: their place in the whole input
     (``index[k]`` where the structures at hand are part of it: a block or subset of a fit)."""
-    return [f"X[{k if index is None else index[k]}]" for k in range(sl.start, sl.stop)]
+    return [structure_label(k if index is None else index[k]) for k in range(sl.start, sl.stop)]
 
 
 def _check_device(device, who="ACETransformer"):

@@ -9,7 +9,7 @@ from collections import namedtuple
 import numpy as np
 from ase import Atoms
 
-from .kernels.neighbours import molecules_neighbour_list, neighbour_list, overlap_error
+from .kernels.neighbours import molecules_neighbour_list, neighbour_list, check_overlap
 
 Batch = namedtuple(
     "Batch",
@@ -282,10 +282,7 @@ def build_batch(structures, elements, cutoff, name="X", labels=None):
     firsts, nbrs, Ds = [], [], []
     pair_offset = 0
     for k, first, j, D, close in parts:
-        if close.any():
-            i = int(np.flatnonzero(close)[0])
-            rows = slice(first[i], first[i + 1])
-            raise overlap_error(structure_label(k, name, labels), i, j[rows], D[rows], structure_start[k] + i)
+        check_overlap(structure_label(k, name, labels), close, first, j, D, j0=structure_start[k])
         firsts.append(first[:-1] + pair_offset)
         nbrs.append(j)
         Ds.append(D)

@@ -70,15 +70,6 @@ def _default_rmd17_dirs():
 RMD17_URL = "https://figshare.com/ndownloader/files/23950376"
 
 
-def _rmd17_name(molecule, split):
-    name = "salicylic" if molecule in ("salicylic acid", "salicylic_acid") else molecule
-    if name not in RMD17_MOLECULES:
-        raise ValueError(f"unknown rMD17 molecule {molecule!r}; choose one of {list(RMD17_MOLECULES)}")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return name
-
-
 def _release_files(folder, name, split):
     """``(npz, index csv)`` of the release's own layout under ``folder``, or None."""
     for root in (folder, folder / "rmd17"):
@@ -89,9 +80,25 @@ def _release_files(folder, name, split):
     return None
 
 
-def _locate_rmd17(molecule, split, path):
-    """``(npz file, split index file or None)`` of one molecule and split."""
-    name = _rmd17_name(molecule, split)
+def rmd17_files(molecule, split="train", path=None):
+    """Where one molecule's split 01 is: ``(npz file, index file or None)``.
+
+    Either a file ``rmd17_<molecule>_<split>_01.npz`` holding that split alone
+    (index file None), or the release as downloaded, whose
+    ``rmd17/npz_data/rmd17_<molecule>.npz`` holds every configuration and
+    ``rmd17/splits/index_<split>_01.csv`` the split's rows. Raises a
+    FileNotFoundError that says where to get the data when neither is found.
+
+    Examples
+    --------
+    >>> from skace.datasets import rmd17_files
+    >>> npz, index = rmd17_files("ethanol", "test")  # doctest: +SKIP
+    """
+    name = "salicylic" if molecule in ("salicylic acid", "salicylic_acid") else molecule
+    if name not in RMD17_MOLECULES:
+        raise ValueError(f"unknown rMD17 molecule {molecule!r}; choose one of {list(RMD17_MOLECULES)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     filename = f"rmd17_{name}_{split}_01.npz"
     candidates = [Path(path)] if path is not None else list(_default_rmd17_dirs())
     for folder in candidates:
@@ -109,23 +116,6 @@ def _locate_rmd17(molecule, split, path):
         f"{RMD17_URL} (rmd17.tar.bz2), unpack it, and set {RMD17_ENV} to the folder holding rmd17/ "
         "(or pass path=... to load_rmd17)."
     )
-
-
-def rmd17_files(molecule, split="train", path=None):
-    """Where one molecule's split 01 is: ``(npz file, index file or None)``.
-
-    Either a file ``rmd17_<molecule>_<split>_01.npz`` holding that split alone
-    (index file None), or the release as downloaded, whose
-    ``rmd17/npz_data/rmd17_<molecule>.npz`` holds every configuration and
-    ``rmd17/splits/index_<split>_01.csv`` the split's rows. Raises a
-    FileNotFoundError that says where to get the data when neither is found.
-
-    Examples
-    --------
-    >>> from skace.datasets import rmd17_files
-    >>> npz, index = rmd17_files("ethanol", "test")  # doctest: +SKIP
-    """
-    return _locate_rmd17(molecule, split, path)
 
 
 def _split_rows(index_file, n_all, sl):
@@ -164,7 +154,7 @@ def rmd17_arrays(molecule, split="train", n=None, path=None):
     >>> rmd17_arrays("ethanol", n=10)["coords"].shape  # doctest: +SKIP
     (10, 9, 3)
     """
-    file, index_file = _locate_rmd17(molecule, split, path)
+    file, index_file = rmd17_files(molecule, split, path)
     sl = _first(n)
     with np.load(file) as d:
         n_all = len(d["energies"])

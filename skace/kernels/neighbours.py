@@ -26,12 +26,17 @@ def overlap_message(where, atom, own_image=False):
     return f"overlapping atoms in {where}: atom {atom} has a neighbour closer than {OVERLAP_DISTANCE} Å"
 
 
-def overlap_error(where, atom, j, D, self_index):
-    """ValueError for ``atom`` of ``where`` whose pairs (neighbours ``j``, displacements ``D``)
-    include one closer than ``OVERLAP_DISTANCE``; ``self_index`` is the atom's own index in
-    ``j``'s numbering, so that an image of itself is said as such."""
-    closest = int(np.argmin(np.einsum("pd,pd->p", D, D)))
-    return ValueError(overlap_message(where, atom, own_image=bool(j[closest] == self_index)))
+def check_overlap(where, close, first, j, D, atom0=0, j0=0):
+    """Raise the error for the first atom flagged in ``close`` (from a neighbour search: CSR
+    ``first`` of its rows' pairs, neighbours ``j``, displacements ``D``), if any. Row ``i`` is
+    atom ``atom0 + i`` of ``where`` and ``j0 + i`` in ``j``'s numbering, so that an atom
+    closest to an image of itself is said as such."""
+    if not close.any():
+        return
+    i = int(np.flatnonzero(close)[0])
+    rows = slice(first[i], first[i + 1])
+    closest = first[i] + int(np.argmin(np.einsum("pd,pd->p", D[rows], D[rows])))
+    raise ValueError(overlap_message(where, atom0 + i, own_image=bool(j[closest] == j0 + i)))
 
 
 @njit(cache=True)
