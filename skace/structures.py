@@ -9,7 +9,7 @@ from collections import namedtuple
 import numpy as np
 from ase import Atoms
 
-from .kernels.neighbours import molecules_neighbour_list, neighbour_list, check_overlap
+from .kernels.neighbours import check_overlap, molecules_neighbour_list, neighbour_list
 
 Batch = namedtuple(
     "Batch",
